@@ -1,0 +1,3 @@
+from ntkdr.cli import main
+
+raise SystemExit(main())
