@@ -1,0 +1,252 @@
+"""Command line: ``ntkdr run | certify | train | kernel | bench``.
+
+Bad input exits with code 2 and one line on stderr (no traceback); ``--verbose`` shows
+the traceback.  Heavy modules are imported inside the commands so ``ntkdr --help`` is fast.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import Sequence
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(ValueError):
+    """Raised for bad command-line arguments; reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints usage + message over several lines; the CLI contract is one line.
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _str_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one name")
+    return values
+
+
+def _classes(text: str) -> tuple[int, int]:
+    parts = text.split(",")
+    try:
+        a, b = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two integer labels 'A,B', got {text!r}") from None
+    if a == b:
+        raise argparse.ArgumentTypeError(f"the two classes must differ, got {text!r}")
+    return a, b
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--data", metavar="PATH", help="data file: .npz (X, y), .npy, .csv (last column = label) or MNIST IDX")
+    src.add_argument("--dataset", metavar="NAME", help="bundled or synthetic data set (default: mnist, the embedded subset)")
+    g.add_argument("--classes", type=_classes, metavar="A,B", help="binary +-1 task from two labels")
+    g.add_argument("--n-train", type=int, metavar="N", help="training examples (default: data set's own)")
+    g.add_argument("--n-test", type=int, metavar="N", help="test examples")
+
+
+def _add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="floating point type (default float64)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks on error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="ntkdr",
+        description="NTK with dimensionality reduction (Ailon & Shit 2022): kernels, wide nets, guarantees, costs.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser(
+        "run",
+        help="main job: dense vs factorized networks, guarantees, costs, report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Dense vs factorized (W = U S) two-layer ReLU networks: lambda_min, generalization bound,\n"
+        "training curves vs theory, test error, costs; writes report.json, report.md and plots.",
+        epilog="examples:\n  ntkdr run\n  ntkdr run --quick --output /tmp/rep\n"
+        "  ntkdr run --dataset digits --sketches gaussian,srht --ks 8,16,32 --seeds 5\n"
+        "  ntkdr run --data mydata.npz --classes 0,1 --width 4096 --steps 500",
+    )
+    _add_data_args(p)
+    p.add_argument("--width", type=int, help="hidden width m (default 1024)")
+    p.add_argument("--steps", type=int, help="gradient-descent steps (default 100)")
+    p.add_argument("--sketches", type=_str_list, metavar="K1,K2", help="sketch kinds (default gaussian,sparse,srht,pca)")
+    p.add_argument("--ks", type=_int_list, metavar="k1,k2", help="sketch dimensions (default 16,32,64,128,256)")
+    p.add_argument("--seeds", type=int, help="sketch seeds per (kind, k) (default 3)")
+    p.add_argument("--tolerance", type=float, help="relative tolerance for the recommended k (default 0.1)")
+    p.add_argument("--output", default="ntkdr-report", metavar="DIR", help="report directory (default ./ntkdr-report/)")
+    p.add_argument("--quick", action="store_true", help="small, fast version (seconds)")
+    _add_common_args(p)
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "certify",
+        help="recommend the sketch dimension k for a data set (kernels only, no training)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Smallest k whose lambda_min ratio and generalization-bound ratio stay within --eps of the\n"
+        "dense values, over several sketch seeds, with the evidence table.",
+        epilog="examples:\n  ntkdr certify --data mydata.npz --eps 0.1\n"
+        "  ntkdr certify --dataset digits --kinds gaussian,srht --ks 8,16,32,64",
+    )
+    _add_data_args(p)
+    p.add_argument("--eps", type=float, default=0.1, dest="tolerance", help="relative tolerance (default 0.1)")
+    p.add_argument("--kinds", type=_str_list, dest="sketches", metavar="K1,K2", help="sketch kinds (default gaussian,sparse,srht,pca)")
+    p.add_argument("--ks", type=_int_list, metavar="k1,k2", help="sketch dimensions (default 16,32,64,128,256)")
+    p.add_argument("--seeds", type=int, help="sketch seeds per (kind, k) (default 3)")
+    p.add_argument("--output", metavar="FILE.json", help="also write the evidence as JSON")
+    _add_common_args(p)
+    p.set_defaults(func=_cmd_certify)
+
+    p = sub.add_parser(
+        "train",
+        help="train one dense or factorized two-layer network; writes model.pt and history.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  ntkdr train --out run1\n  ntkdr train --sketch srht --k 64 --width 4096 --steps 500 --out run2\n"
+        "  ntkdr train --out run2 --resume",
+    )
+    _add_data_args(p)
+    p.add_argument("--sketch", help="sketch kind for the factorized net (default: dense)")
+    p.add_argument("--k", type=int, help="sketch dimension (required with --sketch)")
+    p.add_argument("--width", type=int, default=1024, help="hidden width m (default 1024)")
+    p.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
+    p.add_argument("--lr", help="step size: a number, 'auto' (1/lambda_max of the NTK at init) or 'theory' (lambda_0/n^2)")
+    p.add_argument("--optimizer", default="gd", choices=("gd", "sgd", "adam"), help="optimizer (default gd)")
+    p.add_argument("--batch-size", type=int, help="mini-batch size for sgd / adam")
+    p.add_argument("--train-output", action="store_true", help="also train the output layer a")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (model.pt, history.json, checkpoint.pt)")
+    p.add_argument("--checkpoint-every", type=int, default=50, metavar="N", help="checkpoint every N steps (default 50)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    _add_common_args(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "kernel",
+        help="compute one analytic NTK / NNGP matrix of a data set into a .npy file (tiled)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  ntkdr kernel --dataset digits --out K.npy\n"
+        "  ntkdr kernel --data X.npy --sketch srht --k 256 --depth 3 --out K.npy --max-memory 2GB",
+    )
+    _add_data_args(p)
+    p.add_argument("--sketch", help="sketch the inputs first (kind)")
+    p.add_argument("--k", type=int, help="sketch dimension (with --sketch)")
+    p.add_argument("--depth", type=int, help="deep FC ReLU NTK of this depth (default: two-layer H1)")
+    p.add_argument("--layers", default="first", choices=("first", "both"), help="two-layer kernel: H1 or H1 + H2")
+    p.add_argument("--which", default="ntk", choices=("ntk", "nngp"), help="with --depth: which kernel (default ntk)")
+    p.add_argument("--tile", type=int, help="rows per tile")
+    p.add_argument("--max-memory", type=_bytes, help="working-set budget, e.g. 512MB or 2GB")
+    p.add_argument("--out", required=True, metavar="FILE.npy", help="output .npy file (written atomically)")
+    _add_common_args(p)
+    p.set_defaults(func=_cmd_kernel)
+
+    # `ntkdr bench ...` forwards its arguments to the benchmark runner (ntkdr.bench.main).
+    sub.add_parser("bench", help="performance benchmarks of SPEC section 6 (see `ntkdr bench --help`)", add_help=False)
+    return parser
+
+
+def _bytes(text: str) -> int:
+    units = {"": 1, "B": 1, "KB": 2**10, "K": 2**10, "MB": 2**20, "M": 2**20, "GB": 2**30, "G": 2**30}
+    t = text.strip().upper()
+    num = t.rstrip("KMGB")
+    try:
+        value = float(num) * units[t[len(num):]]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"expected a size such as 512MB or 2GB, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be > 0, got {text!r}")
+    return int(value)
+
+
+def _version() -> str:
+    from ntkdr import __version__
+
+    return f"ntkdr {__version__}"
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ntkdr.experiment import RunConfig, run_experiment
+    from ntkdr.report import print_summary, write_report
+
+    from ntkdr.report import make_output_dir
+
+    cfg = RunConfig.from_args(args)
+    make_output_dir(args.output)  # fail before the work, not after it
+    report = run_experiment(cfg)
+    paths = write_report(report, args.output)
+    if not args.quiet:
+        print_summary(report, paths)
+    return 0
+
+
+def _cmd_certify(args: argparse.Namespace) -> int:
+    import json
+
+    from ntkdr.experiment import RunConfig, run_experiment
+    from ntkdr.report import _clean, print_summary, write_text
+
+    args.train = False
+    cfg = RunConfig.from_args(args)
+    report = run_experiment(cfg)
+    if args.output:
+        write_text(args.output, json.dumps(_clean(report), indent=1) + "\n")
+    if not args.quiet:
+        print_summary(report, {"markdown": args.output or "(not written)"})
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ntkdr.jobs import train_command
+
+    train_command(args)
+    return 0
+
+
+def _cmd_kernel(args: argparse.Namespace) -> int:
+    from ntkdr.jobs import kernel_command
+
+    kernel_command(args)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    verbose = "--verbose" in argv
+    try:
+        if argv[:1] == ["bench"]:
+            from ntkdr.bench import main as bench_main
+
+            return int(bench_main(argv[1:]) or 0)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_BAD_INPUT
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        if verbose:
+            traceback.print_exc()
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"ntkdr: error: {msg}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("ntkdr: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,368 @@
+"""The main job behind ``ntkdr run`` (SPEC section 5).
+
+Dense vs factorized (W = U S) two-layer ReLU networks on one data set, same width and
+seed: analytic-kernel guarantees (lambda_0 = lambda_min(H1), Arora et al. 2019 Thm 5.1
+bound with true and random labels) over several sketch seeds; one trained network per
+configuration with its loss curve next to the predicted trajectory (Arora et al. 2019
+Thm 4.1, linearised around the initial outputs); test errors of the trained network and
+of NTK regression; parameter / multiply-add counts and measured seconds; a recommended k.
+
+The result is a plain JSON-serialisable dict (schema in the README, ``SCHEMA_VERSION``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from ntkdr import validation as V
+
+SCHEMA_VERSION = "1.0"
+DEFAULT_SKETCHES = ("gaussian", "sparse", "srht", "pca")
+DEFAULT_KS = (16, 32, 64, 128, 256)
+
+
+@dataclass
+class RunConfig:
+    """Everything ``ntkdr run`` varies. ``quick`` shrinks the defaults to a seconds-long run."""
+
+    dataset: str = "mnist"
+    data: str | None = None
+    classes: tuple[int, int] | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+    width: int = 1024
+    steps: int = 100
+    sketches: tuple[str, ...] = DEFAULT_SKETCHES
+    ks: tuple[int, ...] = DEFAULT_KS
+    seeds: int = 3
+    tolerance: float = 0.1
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float64"
+    quick: bool = False
+    quiet: bool = False
+    inference_repeats: int = 5
+    train: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "RunConfig":
+        given = {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None}
+        cfg = cls(**given)
+        if cfg.quick:
+            # Only shrink what the user did not set explicitly.
+            quick: dict[str, Any] = dict(width=256, steps=30, ks=(16, 64), seeds=2, inference_repeats=2)
+            if cfg.data is None and cfg.dataset == "mnist":
+                quick.update(n_train=300, n_test=200)
+            for key, value in quick.items():
+                if key not in given:
+                    setattr(cfg, key, value)
+        cfg.sketches = tuple(cfg.sketches)
+        cfg.ks = tuple(cfg.ks)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        from ntkdr.sketches import SKETCH_KINDS
+
+        V.check_int(self.width, "width", min_value=1)
+        V.check_int(self.steps, "steps", min_value=0)
+        V.check_int(self.seeds, "seeds", min_value=1)
+        V.check_int(self.seed, "seed", min_value=0)
+        V.check_real(self.tolerance, "tolerance", positive=True)
+        for kind in self.sketches:
+            V.check_choice(kind, "sketch kind", SKETCH_KINDS)
+        for k in self.ks:
+            V.check_int(k, "k", min_value=1)
+        for name in ("n_train", "n_test"):
+            if getattr(self, name) is not None:
+                V.check_int(getattr(self, name), name, min_value=1)
+        V.resolve_dtype(self.dtype)
+        V.resolve_device(self.device)
+
+
+@dataclass
+class _Task:
+    name: str
+    X: np.ndarray
+    Y: np.ndarray  # (n,) for a +-1 task, (n, c) one-hot for multiclass
+    X_test: np.ndarray
+    Y_test: np.ndarray
+    task: str
+    classes: list = field(default_factory=list)
+
+
+def load_task(
+    data: str | None, dataset: str | None, classes=None, n_train=None, n_test=None, seed: int = 0
+) -> _Task:
+    """Load a file (``data``) or a named data set as a +-1 or one-hot task with a test split."""
+    from ntkdr import data as D
+
+    if data is not None:
+        ds = D.dataset_from_file(data, n_train=n_train, n_test=n_test, classes=classes, seed=seed)
+    else:
+        ds = D.load_dataset(dataset or "mnist", n_train=n_train, n_test=n_test, classes=classes, seed=seed)
+    if ds.task == "multiclass":
+        idx = list(range(len(ds.classes)))
+        Y, Yt = D.one_hot(ds.y_train, idx), D.one_hot(ds.y_test, idx)
+        classes = list(ds.classes)
+    else:
+        classes = list(ds.classes) if ds.classes is not None else []
+        Y, Yt = np.asarray(ds.y_train, dtype=np.float64), np.asarray(ds.y_test, dtype=np.float64)
+    return _Task(ds.name, ds.X_train, Y, ds.X_test, Yt, ds.task, classes)
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    arr = np.asarray(values, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    return {
+        "mean": float(finite.mean()) if finite.size else float("nan"),
+        "std": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+        "min": float(finite.min()) if finite.size else float("nan"),
+        "max": float(finite.max()) if finite.size else float("nan"),
+        "values": [float(v) for v in arr],
+    }
+
+
+def _error(pred: np.ndarray, Y: np.ndarray, task: str) -> float:
+    """Classification error (sign for a +-1 task, argmax for one-hot); mean squared error for regression."""
+    if task == "regression":
+        return float(np.mean((pred - Y) ** 2))
+    if Y.ndim == 1:
+        return float(np.mean(np.sign(pred) != Y))
+    return float(np.mean(pred.argmax(1) != Y.argmax(1)))
+
+
+class _Evaluator:
+    """Kernel-side quantities for one feature matrix (dense X or sketched S X)."""
+
+    def __init__(self, task: _Task, Y_random: np.ndarray, dtype: torch.dtype, device: torch.device | None):
+        self.task, self.Y_random, self.dtype, self.device = task, Y_random, dtype, device
+
+    def kernel_quantities(self, F: np.ndarray, F_test: np.ndarray, keep_spectrum: bool) -> dict[str, Any]:
+        from ntkdr.kernels import two_layer_ntk
+        from ntkdr.regression import kernel_ridge_fit
+        from ntkdr.theory import generalization_bound
+
+        Ft = torch.as_tensor(F, dtype=self.dtype, device=self.device)
+        H = two_layer_ntk(Ft).to(torch.float64)
+        eig = torch.linalg.eigvalsh(H)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # non-PD is recorded in the result instead
+            b_true = generalization_bound(H, self._per_output(self.task.Y))
+            b_rand = generalization_bound(H, self._per_output(self.Y_random))
+        out: dict[str, Any] = {
+            "lambda_min": float(eig[0]),
+            "lambda_max": float(eig[-1]),
+            "bound_true": float(b_true.value),
+            "bound_random": float(b_rand.value),
+            "bound_total_true": float(b_true.total),
+            "is_pd": bool(b_true.is_pd),
+            "pd_message": b_true.message,
+        }
+        H_test = two_layer_ntk(torch.as_tensor(F_test, dtype=self.dtype, device=self.device), Ft).to(torch.float64)
+        try:
+            alpha = kernel_ridge_fit(H, torch.as_tensor(self.task.Y, dtype=torch.float64, device=H.device), ridge=0.0)
+            out["regression_test_error"] = _error((H_test @ alpha).cpu().numpy(), self.task.Y_test, self.task.task)
+        except ValueError as exc:  # not numerically PD: no silent jitter, say so
+            out["regression_test_error"] = float("nan")
+            out["regression_message"] = str(exc)
+        if keep_spectrum:
+            out["spectrum"] = [float(v) for v in eig.flip(0).cpu()]
+        return out
+
+    @staticmethod
+    def _per_output(Y: np.ndarray) -> np.ndarray:
+        # Multi-output bound is reported per class and averaged: scale so the summed
+        # complexity sum_c y_c^T H^-1 y_c becomes the mean over classes.
+        return Y if Y.ndim == 1 else Y / np.sqrt(Y.shape[1])
+
+
+def _train_one(task: _Task, cfg: RunConfig, sketch, dtype: torch.dtype, device) -> dict[str, Any]:
+    from ntkdr.kernels import two_layer_ntk
+    from ntkdr.models import TwoLayerReLU
+    from ntkdr.theory import predicted_trajectory
+    from ntkdr.train import fit
+
+    d = task.X.shape[1]
+    out_dim = 1 if task.Y.ndim == 1 else task.Y.shape[1]
+    model = TwoLayerReLU(d, cfg.width, sketch=sketch, seed=cfg.seed, dtype=dtype, out_dim=out_dim)
+    if device is not None:
+        model = model.to(device)
+    X = torch.as_tensor(task.X, dtype=dtype, device=device)
+    Y = torch.as_tensor(task.Y, dtype=dtype, device=device)
+    Xt = torch.as_tensor(task.X_test, dtype=dtype, device=device)
+    Yt = torch.as_tensor(task.Y_test, dtype=dtype, device=device)
+    hist = fit(model, X, Y, cfg.steps, lr=None, X_test=Xt, y_test=Yt, seed=cfg.seed, progress=False)
+    with torch.no_grad():
+        F = model.features(X)
+        H = two_layer_ntk(F)
+        u0 = torch.as_tensor(np.asarray(hist.initial_outputs), dtype=H.dtype, device=H.device)
+        predicted = predicted_trajectory(H, Y.to(H.dtype), hist.lr, cfg.steps, u0=u0)
+        pred_test = model(Xt).cpu().numpy()
+        # Inference: the sketch applied to raw inputs plus the network, per example.
+        model(Xt)
+        t0 = time.perf_counter()
+        for _ in range(cfg.inference_repeats):
+            model(Xt)
+        infer = (time.perf_counter() - t0) / (cfg.inference_repeats * Xt.shape[0])
+    return {
+        "lr": float(hist.lr),
+        "lr_rule": hist.lr_rule,
+        "loss": [float(v) for v in hist.train_loss],
+        "predicted_loss": [float(0.5 * v * v) for v in np.asarray(predicted)],
+        "final_train_loss": float(hist.train_loss[-1]),
+        "test_error": _error(pred_test, task.Y_test, task.task),
+        "seconds_per_step": float(hist.seconds_per_step),
+        "seconds_per_inference_example": float(infer),
+        "weight_change_fro": float(hist.weight_change_fro[-1]) if hist.weight_change_fro else float("nan"),
+        "pattern_flip_fraction": float(hist.pattern_flip_fraction[-1]) if hist.pattern_flip_fraction else float("nan"),
+    }
+
+
+def _recommend(dense: dict, sketched: list[dict], tol: float) -> dict[str, Any]:
+    """Smallest k per kind whose mean lambda_min ratio and bound ratio are within tol of 1."""
+    per_kind: dict[str, int | None] = {}
+    for kind in dict.fromkeys(e["kind"] for e in sketched):
+        ok = [
+            e["k"]
+            for e in sketched
+            if e["kind"] == kind
+            and abs(e["lambda_min_ratio"]["mean"] - 1) <= tol
+            and abs(e["bound_ratio"]["mean"] - 1) <= tol
+        ]
+        per_kind[kind] = min(ok) if ok else None
+    found = [(k, kind) for kind, k in per_kind.items() if k is not None]
+    best = min(found) if found else None
+    return {
+        "tolerance": tol,
+        "rule": "smallest k with |mean lambda_min ratio - 1| <= tol and |mean bound ratio - 1| <= tol",
+        "k": best[0] if best else None,
+        "kind": best[1] if best else None,
+        "per_kind": per_kind,
+    }
+
+
+def _environment(device) -> dict[str, Any]:
+    import scipy
+    import sklearn
+
+    from ntkdr import __version__
+
+    return {
+        "ntkdr": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "scikit_learn": sklearn.__version__,
+        "platform": platform.platform(),
+        "device": str(device or "cpu"),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def run_experiment(cfg: RunConfig) -> dict[str, Any]:
+    """Run the main job and return the report dict (see the README for its schema)."""
+    from tqdm.auto import tqdm
+
+    from ntkdr.sketches import make_sketch
+    from ntkdr.theory import cost, jl_min_dim, width_requirements
+
+    start = time.perf_counter()
+    dtype = V.resolve_dtype(cfg.dtype)
+    device = V.resolve_device(cfg.device)
+    task = load_task(cfg.data, cfg.dataset, cfg.classes, cfg.n_train, cfg.n_test, cfg.seed)
+    n, d = task.X.shape
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", V.ParallelRowsWarning)
+        V.warn_parallel_rows(torch.as_tensor(task.X), "X_train")
+    notes += [str(w.message) for w in caught]
+
+    rng = np.random.default_rng(cfg.seed + 1)
+    Y_random = rng.permutation(task.Y) if task.Y.ndim == 2 else rng.choice([-1.0, 1.0], size=n)
+    ev = _Evaluator(task, Y_random, dtype, device)
+
+    ks = [k for k in cfg.ks if k <= d]
+    if len(ks) < len(cfg.ks):
+        notes.append(f"skipped k > d = {d}: {[k for k in cfg.ks if k > d]}")
+    if not ks:
+        raise ValueError(f"every k in {list(cfg.ks)} exceeds the data dimension d = {d}")
+    jobs = [(kind, k, s) for kind in cfg.sketches for k in ks for s in range(1 if kind == "pca" else cfg.seeds)]
+    n_train_jobs = (1 + len(cfg.sketches) * len(ks)) if cfg.train else 0
+    bar = tqdm(total=1 + len(jobs) + n_train_jobs, desc="ntkdr run", disable=True if cfg.quiet else None, leave=False)
+
+    dense = ev.kernel_quantities(task.X, task.X_test, keep_spectrum=True)
+    dense["cost"] = cost(d, cfg.width, None, None, n)
+    bar.update()
+    if cfg.train:
+        dense["net"] = _train_one(task, cfg, None, dtype, device)
+        bar.update()
+
+    per_cfg: dict[tuple[str, int], list[dict]] = {}
+    sketch0: dict[tuple[str, int], Any] = {}
+    for kind, k, s in jobs:
+        sk = make_sketch(kind, d, k, seed=cfg.seed + s, renormalize=True).fit(task.X)
+        res = ev.kernel_quantities(sk(task.X), sk(task.X_test), keep_spectrum=(s == 0))
+        per_cfg.setdefault((kind, k), []).append(res)
+        if s == 0:
+            sketch0[(kind, k)] = sk
+        bar.update()
+
+    sketched = []
+    for (kind, k), runs in per_cfg.items():
+        entry: dict[str, Any] = {
+            "kind": kind,
+            "k": k,
+            "seeds": [cfg.seed + s for s in range(len(runs))],
+            "lambda_min": _stats([r["lambda_min"] for r in runs]),
+            "lambda_min_ratio": _stats([r["lambda_min"] / dense["lambda_min"] for r in runs]),
+            "bound_true": _stats([r["bound_true"] for r in runs]),
+            "bound_ratio": _stats([r["bound_true"] / dense["bound_true"] for r in runs]),
+            "bound_random": _stats([r["bound_random"] for r in runs]),
+            "regression_test_error": _stats([r["regression_test_error"] for r in runs]),
+            "all_pd": all(r["is_pd"] for r in runs),
+            "spectrum": runs[0]["spectrum"],
+            "cost": cost(d, cfg.width, k, kind, n),
+        }
+        if cfg.train:
+            entry["net"] = _train_one(task, cfg, sketch0[(kind, k)], dtype, device)
+            bar.update()
+        sketched.append(entry)
+    bar.close()
+
+    lam0 = dense["lambda_min"]
+    config = asdict(cfg)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": {
+            "name": task.name,
+            "n_train": n,
+            "n_test": int(task.X_test.shape[0]),
+            "d": d,
+            "task": task.task,
+            "classes": [c.item() if hasattr(c, "item") else c for c in task.classes],
+        },
+        "config": config,
+        "dense": dense,
+        "sketched": sketched,
+        "recommended_k": _recommend(dense, sketched, cfg.tolerance),
+        "theory": {
+            "width_requirements": width_requirements(lam0, n) if lam0 > 0 else None,
+            "jl_min_dim_eps_0.5": jl_min_dim(n, 0.5),
+            "note": "constants hidden in O(.) are set to 1; bounds are Arora et al. 2019 Thm 5.1 "
+            "(sqrt(2 y^T H^-1 y / n)) and widths Du et al. 2019 / Arora et al. 2019 Thm 4.1",
+        },
+        "notes": notes,
+        "environment": _environment(device),
+        "wall_seconds": time.perf_counter() - start,
+    }

@@ -1,0 +1,108 @@
+"""Bodies of the ``ntkdr train`` and ``ntkdr kernel`` commands (argument parsing lives in cli.py)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ntkdr import validation as V
+from ntkdr.experiment import load_task
+from ntkdr.report import _clean, atomic_path, make_output_dir, write_text
+
+
+def _sketch_from_args(args: argparse.Namespace, d: int, X: np.ndarray):
+    from ntkdr.sketches import make_sketch
+
+    if args.sketch is None:
+        if args.k is not None:
+            raise ValueError("--k given without --sketch")
+        return None
+    if args.k is None:
+        raise ValueError(f"--sketch {args.sketch} needs --k")
+    return make_sketch(args.sketch, d, args.k, seed=args.seed, renormalize=True).fit(X)
+
+
+def _parse_lr(text: str | None):
+    if text is None or text == "auto":
+        return None
+    if text == "theory":
+        return "theory"
+    try:
+        return V.check_real(float(text), "--lr", positive=True)
+    except ValueError:
+        raise ValueError(f"--lr must be a positive number, 'auto' or 'theory', got {text!r}") from None
+
+
+def train_command(args: argparse.Namespace) -> None:
+    """Train one network; writes model.pt, history.json (atomically) and checkpoints to --out."""
+    from ntkdr.models import TwoLayerReLU
+    from ntkdr.train import fit
+
+    V.check_int(args.width, "--width", min_value=1)
+    V.check_int(args.steps, "--steps", min_value=0)
+    V.check_int(args.checkpoint_every, "--checkpoint-every", min_value=1)
+    lr = _parse_lr(args.lr)
+    dtype = V.resolve_dtype(args.dtype)
+    device = V.resolve_device(args.device)
+    out = make_output_dir(args.out)
+    task = load_task(args.data, args.dataset, args.classes, args.n_train, args.n_test, args.seed)
+    d = task.X.shape[1]
+    sketch = _sketch_from_args(args, d, task.X)
+    out_dim = 1 if task.Y.ndim == 1 else task.Y.shape[1]
+    model = TwoLayerReLU(d, args.width, sketch=sketch, train_output=args.train_output, seed=args.seed,
+                         dtype=dtype, out_dim=out_dim).to(device)
+
+    def t(a):
+        return torch.as_tensor(a, dtype=dtype, device=device)
+
+    ckpt = out / "checkpoint.pt"
+    if args.resume and not ckpt.exists():
+        raise ValueError(f"--resume given but {ckpt} does not exist")
+    hist = fit(model, t(task.X), t(task.Y), args.steps, lr=lr, optimizer=args.optimizer,
+               batch_size=args.batch_size, X_test=t(task.X_test), y_test=t(task.Y_test), seed=args.seed,
+               progress=not args.quiet, checkpoint=str(ckpt), checkpoint_every=args.checkpoint_every,
+               resume=args.resume)
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
+    write_text(out / "history.json", json.dumps(_clean(hist.to_dict()), indent=1) + "\n")
+    if not args.quiet:
+        last = hist.train_loss[-1]
+        print(f"trained {args.steps} steps, lr {hist.lr:.4g} ({hist.lr_rule}); final loss {last:.4g}; wrote {out}")
+
+
+def kernel_command(args: argparse.Namespace) -> None:
+    """Compute K(X, X) of the training inputs (optionally sketched) into ``--out`` (.npy, atomic)."""
+    from ntkdr.kernels import fc_relu_kernels, two_layer_ntk
+
+    out = Path(args.out)
+    if out.suffix != ".npy":
+        raise ValueError(f"--out must be a .npy file, got {str(out)!r}")
+    make_output_dir(out.parent if str(out.parent) else ".")
+    if args.tile is not None:
+        V.check_int(args.tile, "--tile", min_value=1)
+    if args.depth is not None:
+        V.check_int(args.depth, "--depth", min_value=1)
+    dtype = V.resolve_dtype(args.dtype)
+    device = V.resolve_device(args.device)
+    task = load_task(args.data, args.dataset, args.classes, args.n_train, 1 if args.n_test is None else args.n_test, args.seed)
+    X = task.X
+    sketch = _sketch_from_args(args, X.shape[1], X)
+    if sketch is not None:
+        X = sketch(X)
+    Xt = torch.as_tensor(X, dtype=dtype, device=device)
+    n = Xt.shape[0]
+    with atomic_path(out, suffix=".npy") as tmp:
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(str(dtype).split(".")[-1]), shape=(n, n))
+        if args.depth is None:
+            two_layer_ntk(Xt, layers=args.layers, tile=args.tile, max_memory=args.max_memory, out=mm)
+        else:
+            ntk, nngp = fc_relu_kernels(Xt, depth=args.depth, tile=args.tile, max_memory=args.max_memory)
+            mm[:] = (ntk if args.which == "ntk" else nngp).cpu().numpy()
+        mm.flush()
+        del mm
+    if not args.quiet:
+        print(f"wrote {n} x {n} kernel to {out}")

@@ -1,0 +1,192 @@
+"""Report files of ``ntkdr run``: ``report.json``, ``report.md`` and PNG plots.
+
+Everything is written atomically (temporary file in the target directory, then
+``os.replace``) so an interrupted run never leaves a torn report.  matplotlib is
+imported lazily with the Agg backend (no display needed).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+PLOTS = ("loss", "guarantees", "error", "cost", "spectrum")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _clean(obj: Any) -> Any:
+    # JSON has no NaN / Infinity; null keeps the file valid for every parser.
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def make_output_dir(outdir: str | os.PathLike) -> Path:
+    out = Path(outdir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create output directory {str(out)!r}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise ValueError(f"output directory {str(out)!r} is not writable")
+    return out
+
+
+def write_report(report: dict[str, Any], outdir: str | os.PathLike) -> dict[str, str]:
+    """Write report.json, the plots and report.md into ``outdir``; return their paths."""
+    out = make_output_dir(outdir)
+    paths = {"json": str(out / "report.json"), "markdown": str(out / "report.md")}
+    write_text(paths["json"], json.dumps(_clean(report), indent=1, default=_json_default) + "\n")
+    from ntkdr import plots
+
+    for name in PLOTS:
+        target = out / f"{name}.png"
+        with atomic_path(target, suffix=".png") as tmp:
+            getattr(plots, f"plot_{name}")(report, tmp)
+        paths[name] = str(target)
+    write_text(paths["markdown"], render_markdown(report))
+    return paths
+
+
+def _fmt(x: Any, spec: str = ".3g") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return format(x, spec)
+
+
+def _pm(stats: dict[str, Any], spec: str = ".3f") -> str:
+    return f"{_fmt(stats['mean'], spec)} ± {_fmt(stats['std'], spec)}"
+
+
+def summary_rows(report: dict[str, Any]) -> list[list[str]]:
+    """One row per configuration: the headline numbers of the report."""
+    dense = report["dense"]
+    dnet = dense.get("net", {})
+    rows = [[
+        "dense", "-", "1 (" + _fmt(dense["lambda_min"], ".3g") + ")", "1 (" + _fmt(dense["bound_true"], ".3g") + ")",
+        _fmt(dense["bound_random"], ".3f"), _fmt(dense.get("regression_test_error"), ".3f"),
+        _fmt(dnet.get("test_error"), ".3f"), "1", "1",
+    ]]
+    for e in report["sketched"]:
+        net = e.get("net", {})
+        step = _ratio(dnet.get("seconds_per_step"), net.get("seconds_per_step"))
+        infer = _ratio(dnet.get("seconds_per_inference_example"), net.get("seconds_per_inference_example"))
+        rows.append([
+            e["kind"], str(e["k"]), _pm(e["lambda_min_ratio"]), _pm(e["bound_ratio"]),
+            _fmt(e["bound_random"]["mean"], ".3f"), _pm(e["regression_test_error"]),
+            _fmt(net.get("test_error"), ".3f"), _fmt(step, ".2f"), _fmt(infer, ".2f"),
+        ])
+    return rows
+
+
+SUMMARY_HEADER = ["sketch", "k", "λmin ratio", "bound ratio", "bound (random y)", "NTK-reg err", "net err", "step speed-up", "infer speed-up"]
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    if a is None or b is None or not b:
+        return None
+    return a / b
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    ds, cfg, rec = report["dataset"], report["config"], report["recommended_k"]
+    lines = [
+        "# ntkdr report",
+        "",
+        f"Data: **{ds['name']}**, task {ds['task']}, n_train = {ds['n_train']}, n_test = {ds['n_test']}, d = {ds['d']}.  ",
+        f"Width m = {cfg['width']}, {cfg['steps']} GD steps, sketches {', '.join(cfg['sketches'])}, "
+        f"k in {list(cfg['ks'])}, {cfg['seeds']} sketch seeds, dtype {cfg['dtype']}, device {cfg['device']}.",
+        "",
+        "Ratios are sketched / dense (mean ± std over sketch seeds). λmin = λ_min(H1) of the analytic "
+        "NTK Gram matrix of the (sketched, renormalised) training inputs; bound = sqrt(2 yᵀH⁻¹y / n) "
+        "(Arora et al. 2019, Thm 5.1, constants set to 1). Speed-ups are measured seconds, dense / factorized.",
+        "",
+        "## Summary",
+        "",
+        "| " + " | ".join(SUMMARY_HEADER) + " |",
+        "|" + "---|" * len(SUMMARY_HEADER),
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in summary_rows(report)]
+    lines += ["", "## Recommended k", ""]
+    if rec["k"] is not None:
+        lines.append(f"**k = {rec['k']} ({rec['kind']})**: {rec['rule']}, tol = {rec['tolerance']}.")
+    else:
+        lines.append(f"No k in the grid meets the rule ({rec['rule']}, tol = {rec['tolerance']}); try larger k.")
+    lines += ["", "| sketch | smallest k within tolerance |", "|---|---|"]
+    lines += [f"| {kind} | {k if k is not None else 'none'} |" for kind, k in rec["per_kind"].items()]
+    dense = report["dense"]
+    if not dense.get("is_pd", True):
+        lines += ["", f"**Warning:** {dense.get('pd_message')}"]
+    lines += ["", "## Plots", ""]
+    captions = {
+        "loss": "Training loss vs GD steps, measured (solid) and predicted by the linearised theory (dashed)",
+        "guarantees": "λmin ratio and bound ratio vs k",
+        "error": "Test error vs k",
+        "cost": "Measured cost vs k",
+        "spectrum": "Eigenvalue spectra of the NTK Gram matrix, dense vs sketched",
+    }
+    lines += [f"![{captions[n]}]({n}.png)\n\n*{captions[n]}.*\n" for n in PLOTS]
+    th = report.get("theory", {})
+    if th.get("width_requirements"):
+        wr = th["width_requirements"]
+        lines += ["## Theory", "", f"{th['note']}.", ""]
+        lines += [f"- {k}: {_fmt(v, '.3g') if isinstance(v, (int, float)) else v}" for k, v in wr.items()]
+        lines.append(f"- JL minimum dimension for n = {ds['n_train']}, eps = 0.5: {th['jl_min_dim_eps_0.5']}")
+    if report.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    env = report["environment"]
+    lines += ["", f"*ntkdr {env['ntkdr']}, torch {env['torch']}, {env['threads']} threads, {env['device']}; "
+              f"wall time {report['wall_seconds']:.1f} s.*", ""]
+    return "\n".join(lines)
+
+
+def print_summary(report: dict[str, Any], paths: dict[str, str]) -> None:
+    rows = [SUMMARY_HEADER] + summary_rows(report)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    rec = report["recommended_k"]
+    if rec["k"] is not None:
+        print(f"recommended k = {rec['k']} ({rec['kind']}), tolerance {rec['tolerance']}")
+    else:
+        print(f"no k in the grid is within tolerance {rec['tolerance']} of the dense values")
+    print(f"report: {paths['markdown']} ({report['wall_seconds']:.1f} s)")

@@ -1,0 +1,142 @@
+"""End-to-end CLI tests: the main job writes a schema-valid report; bad input exits 2 with one line."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ntkdr.cli import main
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+REQUIRED_TOP = {"schema_version", "dataset", "config", "dense", "sketched", "recommended_k", "environment"}
+
+
+def test_run_quick_writes_report(tmp_path, capsys):
+    out = tmp_path / "rep"
+    code, stdout, err = run_cli(
+        ["run", "--quick", "--dataset", "digits", "--classes", "3,5", "--ks", "8,32", "--output", out, "--quiet"], capsys
+    )
+    assert code == 0, err
+    rep = json.loads((out / "report.json").read_text())
+    assert REQUIRED_TOP <= rep.keys()
+    assert rep["schema_version"] == "1.0"
+    assert rep["dataset"]["d"] == 64 and rep["dataset"]["task"] == "binary"
+    kinds = {(e["kind"], e["k"]) for e in rep["sketched"]}
+    assert kinds == {(kind, k) for kind in ("gaussian", "sparse", "srht", "pca") for k in (8, 32)}
+    for e in rep["sketched"]:
+        assert e["lambda_min"]["mean"] > 0
+        assert len(e["lambda_min"]["values"]) == (1 if e["kind"] == "pca" else 2)
+        assert len(e["net"]["loss"]) == rep["config"]["steps"] + 1
+        assert len(e["net"]["predicted_loss"]) == rep["config"]["steps"] + 1
+        assert 0 <= e["net"]["test_error"] <= 1
+    assert rep["dense"]["lambda_min"] > 0
+    # The trained networks decrease their loss.
+    assert rep["dense"]["net"]["loss"][-1] < rep["dense"]["net"]["loss"][0]
+    for name in ("report.md", "loss.png", "guarantees.png", "error.png", "cost.png", "spectrum.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Recommended k" in (out / "report.md").read_text()
+    assert not list(out.glob(".*")), "temporary files left behind"
+
+
+def test_run_prints_table(tmp_path, capsys):
+    code, stdout, _ = run_cli(
+        ["run", "--quick", "--dataset", "digits", "--classes", "0,1", "--sketches", "gaussian", "--ks", "16",
+         "--steps", "5", "--output", tmp_path], capsys)
+    assert code == 0
+    assert "λmin ratio" in stdout and "gaussian" in stdout and "report:" in stdout
+
+
+def test_certify(tmp_path, capsys):
+    f = tmp_path / "ev.json"
+    code, stdout, err = run_cli(["certify", "--dataset", "digits", "--classes", "1,7", "--kinds", "gaussian,srht",
+                                 "--ks", "16,64", "--seeds", "2", "--output", f], capsys)
+    assert code == 0, err
+    rep = json.loads(f.read_text())
+    assert "net" not in rep["dense"]
+    assert set(rep["recommended_k"]["per_kind"]) == {"gaussian", "srht"}
+    assert "recommended k" in stdout or "no k in the grid" in stdout
+
+
+def _npz(path: Path, X, y):
+    np.savez(path, X=X, y=y)
+    return path
+
+
+@pytest.fixture
+def good_xy():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 10))
+    y = np.where(rng.normal(size=60) > 0, 1, 0)
+    return X, y
+
+
+def _bad_cases(tmp_path: Path, good_xy):
+    X, y = good_xy
+    Xn = X.copy()
+    Xn[3, 2] = np.nan
+    trunc = tmp_path / "trunc.npz"
+    _npz(tmp_path / "full.npz", X, y)
+    trunc.write_bytes((tmp_path / "full.npz").read_bytes()[:100])
+    csv = tmp_path / "bad.csv"
+    csv.write_text("a,b,label\n1,2,0\n3,x,1\n")
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    return {
+        "missing file": (["run", "--data", tmp_path / "nope.npz"], "nope.npz"),
+        "truncated": (["run", "--data", trunc], "trunc.npz"),
+        "nan": (["run", "--data", _npz(tmp_path / "nan.npz", Xn, y)], "NaN"),
+        "mismatch": (["run", "--data", _npz(tmp_path / "mm.npz", X, y[:-1])], "different numbers of samples"),
+        "missing y": (["run", "--data", tmp_path / "noy.npz"], "'y'"),
+        "non-numeric csv": (["run", "--data", csv], "bad.csv"),
+        "width 0": (["run", "--dataset", "digits", "--width", "0"], "width must be >= 1"),
+        "steps -1": (["run", "--dataset", "digits", "--steps", "-1"], "steps must be >= 0"),
+        "unknown sketch": (["run", "--dataset", "digits", "--sketches", "fourier"], "unknown sketch kind 'fourier'"),
+        "k zero": (["run", "--dataset", "digits", "--ks", "0"], "k must be >= 1"),
+        "k > d": (["run", "--dataset", "digits", "--ks", "100"], "exceeds the data dimension"),
+        "bad ks": (["run", "--ks", "a,b"], "comma-separated integers"),
+        "bad classes": (["run", "--dataset", "digits", "--classes", "3"], "two integer labels"),
+        "unknown dataset": (["run", "--dataset", "imagenet"], "imagenet"),
+        "output dir": (["run", "--quick", "--dataset", "digits", "--output", blocked / "sub"], "cannot create output directory"),
+        "unknown option": (["run", "--frobnicate"], "unrecognized arguments"),
+        "bad dtype": (["run", "--dtype", "float16"], "invalid choice"),
+    }
+
+
+CASES = [
+    "missing file", "truncated", "nan", "mismatch", "missing y", "non-numeric csv", "width 0", "steps -1",
+    "unknown sketch", "k zero", "k > d", "bad ks", "bad classes", "unknown dataset", "output dir",
+    "unknown option", "bad dtype",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_exits_2_with_one_line(case, tmp_path, capsys, good_xy):
+    np.savez(tmp_path / "noy.npz", X=good_xy[0])
+    args, fragment = _bad_cases(tmp_path, good_xy)[case]
+    code, out, err = run_cli(args, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("ntkdr")
+    assert fragment in lines[0]
+    assert "Traceback" not in err
+
+
+def test_python_m_entry_point_and_help():
+    res = subprocess.run([sys.executable, "-m", "ntkdr", "run", "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0
+    assert "examples:" in res.stdout and "--quick" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "ntkdr", "kernel", "--data", "missing.npz", "--out", "k.npy"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
