@@ -1,0 +1,960 @@
+r"""Training of wide ReLU networks by GD / SGD / Adam, with the tracking the NTK analysis needs.
+
+**Loss convention** (the one of Du et al., ICLR 2019, and Arora et al., ICML 2019, shared with
+:mod:`ntkdr.theory` and :mod:`ntkdr.regression`): the training loss is the *sum*
+
+    L(W) = 1/2 * sum_i ||y_i - f(x_i)||^2          (not the mean)
+
+and full-batch gradient descent is ``W <- W - lr * dL/dW``.  In the linearised (NTK) regime the
+outputs then move as ``u(t+1) - y = (I - lr Theta)(u(t) - y)``, which is what
+:func:`ntkdr.theory.predicted_trajectory` computes.  Dividing the loss by ``n`` is the same as
+using ``lr / n``.
+
+**Mini-batches** (``optimizer="sgd"`` / ``"adam"``): one *step* is one parameter update on the
+batch loss ``1/2 sum_{i in B} ||y_i - f(x_i)||^2`` (summed over the batch, not rescaled by
+``n / |B|``: with ``|B| = n`` it is the GD step, and a step size that is stable for GD,
+``lr <= 1 / lambda_max(Theta)``, stays stable for every batch since
+``lambda_max(Theta_BB) <= lambda_max(Theta)``).  Each epoch visits the training set in a fresh
+random order drawn from a ``torch.Generator`` seeded with ``seed``; the last batch of an epoch
+may be smaller.  Whatever the optimizer, the loss recorded in :class:`History` is the full
+training-set ``L``.
+
+**Step size.** ``lr=None`` picks ``1 / lambda_max(Theta_0)``, ``Theta_0`` the empirical NTK of
+the model at initialisation on the training set (linearised GD on the sum-loss is stable for
+``lr < 2 / lambda_max``); for Adam, whose steps do not scale with the kernel, ``lr=None`` is
+torch's default ``1e-3``.  ``lr="theory"`` is Du et al. (2019) Thm 4.1's ``lambda_0 / n^2`` with
+``lambda_0 = lambda_min(H1(F, F))`` of the (sketched) features -- tiny, as the theory is.
+The value and the rule are recorded (``History.lr``, ``History.lr_rule``).
+
+**Gradients.** For :class:`~ntkdr.models.TwoLayerReLU` with a fixed sketch (the dense net and
+the factorized net ``W = U S`` with S not trained), ``fit`` computes the features
+``F = model.features(X)`` once and never touches the raw ``d``-dimensional inputs again, and
+uses the closed-form gradient (``grad="auto"``/``"closed_form"``)
+
+    P = F W^T,   r = u - y,   dL/dW = ((r a^T / sqrt(m)) o 1[P > 0])^T F,   dL/da = relu(P)^T r / sqrt(m)
+
+which is two GEMMs of size ``n x m x d_in`` and a few elementwise passes over ``n x m``, and
+gives the training loss of the step for free.  ``grad="autograd"`` (and every other model,
+including ``train_sketch=True``) differentiates the loss with ``torch.autograd``.
+
+**Tracked quantities** (TwoLayerReLU; other modules get losses and times only), each recorded at
+steps ``0, track_every, 2 track_every, ...`` and at the last step, for the state *before* the
+update of that step (step 0 is the initialisation; the last entry is the final model):
+training loss, test loss and accuracy, ``||W(t) - W(0)||_F``, ``max_r ||w_r(t) - w_r(0)||``, the
+fraction of activation patterns ``1[F W^T >= 0]`` on the training set that differ from
+initialisation, and ``||Theta(t) - Theta(0)||_2 / ||Theta(0)||_2`` every ``ntk_every`` steps.
+
+**Checkpoints.** With ``checkpoint=path`` the model, optimizer state, step, history, torch RNG
+state and the batch-order generator's state are saved atomically (temporary file in the same
+folder + ``os.replace``) every ``checkpoint_every`` steps and at the end; ``resume=True`` continues
+from that file and ends with exactly (bit for bit) the model of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, fields
+from numbers import Real
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .validation import as_labels, as_matrix, check_choice, check_int, check_real
+
+__all__ = ["History", "fit", "time_gd_step", "OPTIMIZERS", "LR_RULES", "CHECKPOINT_FORMAT"]
+
+OPTIMIZERS = ("gd", "sgd", "adam")
+GRAD_METHODS = ("auto", "closed_form", "autograd")
+CHECKPOINT_FORMAT = "ntkdr.train.checkpoint/1"
+HISTORY_SCHEMA = "ntkdr.train.History/1"
+ADAM_DEFAULT_LR = 1e-3
+
+LR_RULES = {
+    "ntk": "1/lambda_max(empirical NTK at init)",
+    "theory": "lambda_0/n^2, lambda_0 = lambda_min(H1(features)) (Du et al. 2019, Thm 4.1)",
+    "adam": "torch.optim.Adam default 1e-3 (lr=None; the NTK step size does not apply to Adam)",
+    "user": "user",
+}
+
+_NAN = float("nan")
+# CPU column blocks of the closed-form step: an (n x block) slab of F W^T of about this many
+# bytes stays in the per-core cache between the GEMM and the elementwise passes.
+_BLOCK_BYTES = 1 << 20
+_MIN_BLOCK = 64
+# ntk_every=None tracks the NTK drift (first and last step) only up to this many training points.
+_DEFAULT_DRIFT_MAX_N = 5000
+
+
+# ============================================================================ History
+@dataclass
+class History:
+    """What :func:`fit` measured.  Per-step lists are aligned with ``step``.
+
+    ``train_loss`` is ``1/2 sum_i ||y_i - f(x_i)||^2`` on the full training set, for the model
+    *before* the update of that step (``step[0] = 0`` is the initial model, the last entry the
+    final one).  ``test_loss`` uses the same summed formula on the test set (divide by the test
+    size for the mean); ``test_accuracy`` is the sign agreement for +-1 labels, the argmax
+    agreement for one-hot labels, and empty for other targets.  The weight / pattern / kernel
+    lists are filled for :class:`~ntkdr.models.TwoLayerReLU` only (empty otherwise);
+    ``ntk_drift`` is NaN at steps where it was not computed.  ``wall_time`` is the cumulative
+    time spent in training steps (tracking excluded), ``seconds_per_step`` its mean per step.
+    ``initial_outputs`` are the outputs ``u0`` on the training set at initialisation (what
+    :func:`ntkdr.theory.predicted_trajectory` needs as ``u0``).
+    """
+
+    step: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)
+    test_loss: list = field(default_factory=list)
+    test_accuracy: list = field(default_factory=list)
+    weight_change_fro: list = field(default_factory=list)
+    weight_change_max_row: list = field(default_factory=list)
+    pattern_flip_fraction: list = field(default_factory=list)
+    ntk_drift: list = field(default_factory=list)
+    wall_time: list = field(default_factory=list)
+    lr: float = _NAN
+    lr_rule: str = ""
+    optimizer: str = "gd"
+    batch_size: int = 0
+    seed: int = 0
+    steps: int = 0
+    seconds_per_step: float = _NAN
+    initial_outputs: list = field(default_factory=list)
+    grad: str = ""
+    n_train: int = 0
+    dtype: str = ""
+    stopped_early: bool = False
+
+    _LISTS = (
+        "step", "train_loss", "test_loss", "test_accuracy", "weight_change_fro",
+        "weight_change_max_row", "pattern_flip_fraction", "ntk_drift", "wall_time",
+    )
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (NaN becomes ``None``); inverse of :meth:`from_dict`."""
+        out: dict[str, Any] = {"schema": HISTORY_SCHEMA}
+        for f in fields(self):
+            out[f.name] = _jsonable(getattr(self, f.name))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "History":
+        if not isinstance(data, dict):
+            raise ValueError(f"History.from_dict needs a dict, got {type(data).__name__}")
+        schema = data.get("schema", HISTORY_SCHEMA)
+        if schema != HISTORY_SCHEMA:
+            raise ValueError(f"unsupported History schema {schema!r}; expected {HISTORY_SCHEMA!r}")
+        names = {f.name for f in fields(cls)}
+        kwargs = {}
+        for key, value in data.items():
+            if key == "schema":
+                continue
+            if key not in names:
+                raise ValueError(f"unknown History field {key!r}")
+            kwargs[key] = _from_json(value)
+        h = cls(**kwargs)
+        h.step = [int(s) for s in h.step]
+        return h
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float):
+        return None if math.isnan(v) else v
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (np.floating, np.integer)):
+        return _jsonable(v.item())
+    return v
+
+
+def _from_json(v: Any) -> Any:
+    if v is None:
+        return _NAN
+    if isinstance(v, list):
+        return [_from_json(x) for x in v]
+    return v
+
+
+# ============================================================================ helpers
+def _is_two_layer(model: nn.Module) -> bool:
+    from .models import TwoLayerReLU
+
+    return isinstance(model, TwoLayerReLU)
+
+
+def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype, t.device
+    return torch.float32, torch.device("cpu")
+
+
+def _sketch_trained(model: nn.Module) -> bool:
+    S = getattr(model, "S", None)
+    return isinstance(S, nn.Parameter) and S.requires_grad
+
+
+def _fingerprint(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        a = t.detach().cpu().contiguous().numpy()
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _spectral_norm_sym(D: torch.Tensor) -> float:
+    """``||D||_2`` of a symmetric matrix: max |eigenvalue| (float64)."""
+    D64 = D.detach().to(torch.float64)
+    D64 = 0.5 * (D64 + D64.T)
+    ev = torch.linalg.eigvalsh(D64)
+    return float(ev.abs().max())
+
+
+def _atomic_save(obj: Any, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # the temporary may already be gone
+            os.unlink(tmp)
+        raise
+
+
+def _accuracy_kind(y: torch.Tensor) -> str | None:
+    if y.ndim == 2 and y.shape[1] > 1:
+        return "argmax"
+    if bool(((y == 1) | (y == -1)).all()):
+        return "sign"
+    return None
+
+
+def _accuracy(u: torch.Tensor, y: torch.Tensor, kind: str | None) -> float:
+    if kind == "argmax":
+        return float((u.argmax(dim=1) == y.argmax(dim=1)).to(torch.float64).mean())
+    if kind == "sign":
+        pred = torch.where(u >= 0, 1.0, -1.0).to(y.dtype)
+        return float((pred == y).to(torch.float64).mean())
+    return _NAN
+
+
+def _half_sq(u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    r = u - y
+    return 0.5 * (r * r).sum()
+
+
+# ============================================================================ two-layer kernels
+def _two_layer_block_ntk(model: nn.Module, F: torch.Tensor) -> torch.Tensor:
+    """Output-averaged empirical NTK of a multi-output TwoLayerReLU (fixed sketch):
+    ``(1/c) sum_c Theta^{cc} = (F F^T) o (A diag(mean_c a_rc^2) A^T) / m [+ R R^T / m]``.
+
+    With ``a_rc = +-1`` (the init, and whenever a is not trained) every diagonal block
+    ``Theta^{cc}`` equals this matrix; the cross-output blocks are ``O(1/sqrt(m))``.
+    """
+    W, a, m = model.W.detach(), model.a.detach(), model.m
+    P = F @ W.T
+    A = (P >= 0).to(P.dtype)
+    K = torch.zeros(F.shape[0], F.shape[0], dtype=F.dtype, device=F.device)
+    if model.W.requires_grad:
+        a2 = (a * a).mean(dim=1) if a.ndim == 2 else a * a
+        K = (A * a2) @ A.T
+        K.mul_(F @ F.T).mul_(1.0 / m)
+    if isinstance(model.a, nn.Parameter) and model.a.requires_grad:
+        R = P.clamp_min_(0)
+        K.addmm_(R, R.T, alpha=1.0 / m)
+    return K
+
+
+def _empirical_kernel(model: nn.Module, X: torch.Tensor, F: torch.Tensor | None) -> torch.Tensor:
+    """Empirical NTK on the training set, as an ``(N, N)`` symmetric matrix.
+
+    Single-output models: :func:`ntkdr.empirical.ntk` (closed form for TwoLayerReLU).
+    Multi-output TwoLayerReLU with a fixed sketch: the per-output block (see
+    :func:`_two_layer_block_ntk`).  Other multi-output modules: the full ``(n c, n c)`` kernel.
+    """
+    from .empirical import ntk
+
+    with torch.no_grad():
+        if _is_two_layer(model) and model.out_dim > 1 and not _sketch_trained(model):
+            return _two_layer_block_ntk(model, F if F is not None else model.features(X))
+        K = ntk(model, X)
+    K = torch.as_tensor(K)
+    if K.ndim == 4:  # (n, n, c, c) -> (n c, n c)
+        n, _, c, _ = K.shape
+        K = K.permute(0, 2, 1, 3).reshape(n * c, n * c)
+    return K
+
+
+# ============================================================================ the trainer
+class _Trainer:
+    """State and mechanics of one training run (shared by :func:`fit` and :func:`time_gd_step`)."""
+
+    def __init__(self, model, X, y, optimizer, batch_size, lr_value, seed, grad, F=None):
+        self.model = model
+        self.X, self.y = X, y
+        self.n = X.shape[0]
+        self.optimizer_name = optimizer
+        self.batch_size = batch_size
+        self.two_layer = _is_two_layer(model)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the model has no parameters with requires_grad=True: nothing to train")
+
+        # Features: computed once when they do not depend on trained parameters.
+        self.F = None
+        if self.two_layer and not _sketch_trained(model):
+            if F is None:
+                with torch.no_grad():
+                    F = model.features(X)
+            self.F = F.detach()
+
+        self.closed_form = False
+        if grad != "autograd" and self.two_layer:
+            ok = self._closed_form_applicable()
+            if grad == "closed_form" and not ok:
+                raise ValueError(
+                    "grad='closed_form' needs a TwoLayerReLU whose sketch is not trained and whose "
+                    "trained parameters are W (and optionally a); use grad='autograd'"
+                )
+            self.closed_form = ok
+        elif grad == "closed_form":
+            raise ValueError(f"grad='closed_form' needs a TwoLayerReLU, got {type(model).__name__}")
+        self.grad_method = "closed_form" if self.closed_form else "autograd"
+
+        if optimizer in ("gd", "sgd"):
+            self.opt = torch.optim.SGD(self.params, lr=lr_value)
+        else:
+            self.opt = torch.optim.Adam(self.params, lr=lr_value)
+        self.gen = torch.Generator().manual_seed(int(seed))
+        self._scratch: torch.Tensor | None = None
+        self._grads: dict[int, torch.Tensor] = {}
+        self.perm: torch.Tensor | None = None
+        self.batch_pos = 0
+
+    # ---------------------------------------------------------------- closed form
+    def _closed_form_applicable(self) -> bool:
+        m = self.model
+        if _sketch_trained(m) or not m.W.requires_grad:
+            return False
+        allowed = {id(m.W), id(m.a)}
+        if any(id(p) not in allowed for p in self.params):
+            return False
+        # Guard against a forward that differs from f = relu(F W^T) a / sqrt(m).
+        with torch.no_grad():
+            Fb = self.F[: min(self.n, 64)]
+            ref = m.forward_features(Fb)
+            mine = torch.relu(Fb @ m.W.T) @ m.a * (1.0 / math.sqrt(m.m))
+        if ref.shape != mine.shape:
+            return False
+        tol = 1e-4 if mine.dtype == torch.float32 else 1e-10
+        scale = float(ref.abs().max()) + 1.0
+        return bool((ref - mine).abs().max() <= tol * scale)
+
+    def _block(self, n: int) -> int:
+        """Neurons per column block: the ``n x block`` slab of ``F W^T`` stays in cache (CPU).
+
+        On CUDA one block (large GEMMs are best there)."""
+        M = self.model.m
+        if self.X.device.type != "cpu":
+            return M
+        elt = self.X.element_size()
+        cb = _BLOCK_BYTES // max(1, n * elt)
+        cb = max(_MIN_BLOCK, (cb // 64) * 64)
+        return min(M, cb)
+
+    def _slab(self, n: int, c: int) -> torch.Tensor:
+        """A contiguous ``(n, c)`` scratch tensor, reused between steps."""
+        need = n * c
+        if self._scratch is None or self._scratch.numel() < need:
+            self._scratch = torch.empty(need, dtype=self.X.dtype, device=self.X.device)
+        return self._scratch[:need].view(n, c)
+
+    def _pass1(self, Fb: torch.Tensor, mask0: torch.Tensor | None, keep_masks: bool):
+        """Outputs ``u = relu(F W^T) a / sqrt(m)`` block by block (no ``n x m`` temporary).
+
+        Returns ``(u, masks, flips, seconds spent on flips)``; ``masks`` are the per-block
+        ``1[P > 0]`` (bool) when ``keep_masks``; ``flips`` the fraction of ``1[P >= 0]`` that
+        differ from ``mask0`` (when given)."""
+        m = self.model
+        W, a = m.W.detach(), m.a.detach()
+        n, M = Fb.shape[0], m.m
+        cb = self._block(n)
+        u = torch.zeros((n,) + tuple(a.shape[1:]), dtype=Fb.dtype, device=Fb.device)
+        masks = []
+        n_flip = 0 if mask0 is None else torch.zeros((), dtype=torch.int64, device=Fb.device)
+        t_flip = 0.0
+        for s in range(0, M, cb):
+            c = min(cb, M - s)
+            P = self._slab(n, c)
+            torch.mm(Fb, W[s : s + c].T, out=P)
+            if mask0 is not None:
+                t0 = time.perf_counter()
+                n_flip += ((P >= 0) != mask0[:, s : s + c]).sum()
+                t_flip += time.perf_counter() - t0
+            if keep_masks:
+                masks.append(P > 0)
+            P.clamp_min_(0)
+            if a.ndim == 1:
+                u.addmv_(P, a[s : s + c])
+            else:
+                u.addmm_(P, a[s : s + c])
+        u.mul_(1.0 / math.sqrt(M))
+        flips = None
+        if mask0 is not None:
+            t0 = time.perf_counter()
+            flips = float(n_flip) / mask0.numel()
+            t_flip += time.perf_counter() - t0
+        return u, masks, flips, t_flip
+
+    def _closed_grads(self, Fb: torch.Tensor, yb: torch.Tensor, mask0: torch.Tensor | None):
+        """Closed-form batch loss and gradients (into ``.grad``).
+
+        With ``M = 1[F W^T > 0]`` and ``r = u - y``:  ``dL/dW = diag(a / sqrt m) M^T (r o F)``
+        for one output (``((r a^T / sqrt m) o M)^T F`` for several) and
+        ``dL/da = relu(F W^T)^T r / sqrt m``.  Two passes over column blocks of neurons: the
+        first forms ``u`` and keeps the masks as bits, the second the gradient blocks; each
+        ``n x block`` slab is reused from cache, so the elementwise work costs no extra trips
+        to memory.  Returns ``(loss, flips, seconds spent on flips)``."""
+        m = self.model
+        W, a = m.W.detach(), m.a.detach()
+        train_a = isinstance(m.a, nn.Parameter) and m.a.requires_grad
+        n, M = Fb.shape[0], m.m
+        inv = 1.0 / math.sqrt(M)
+        u, masks, flips, t_flip = self._pass1(Fb, mask0, keep_masks=not train_a)
+        r = u.sub_(yb)  # residual u - y
+        loss = 0.5 * float((r * r).sum())
+        gW = self._grad_buffer(m.W)
+        ga = self._grad_buffer(m.a) if train_a else None
+        cb = self._block(n)
+        one = a.ndim == 1
+        rF = Fb * r[:, None] if one else None
+        for j, s in enumerate(range(0, M, cb)):
+            c = min(cb, M - s)
+            P = self._slab(n, c)
+            if train_a:  # relu(P) is needed again: recompute the slab (one small GEMM)
+                torch.mm(Fb, W[s : s + c].T, out=P)
+                P.clamp_min_(0)
+                if one:
+                    torch.mv(P.T, r, out=ga[s : s + c])
+                else:
+                    torch.mm(P.T, r, out=ga[s : s + c])
+                P.sign_()  # relu(P) > 0  <=>  P > 0
+            else:
+                P.copy_(masks[j])
+            if one:
+                torch.mm(P.T, rF, out=gW[s : s + c])
+            else:
+                P.mul_(r @ a[s : s + c].T)
+                torch.mm(P.T, Fb, out=gW[s : s + c])
+        if one:
+            gW.mul_((a * inv)[:, None])
+        else:
+            gW.mul_(inv)
+        if train_a:
+            ga.mul_(inv)
+        m.W.grad = gW
+        if train_a:
+            m.a.grad = ga
+        return loss, flips, t_flip
+
+    def _grad_buffer(self, p: torch.Tensor) -> torch.Tensor:
+        g = self._grads.get(id(p))
+        if g is None or g.shape != p.shape:
+            g = torch.empty_like(p, memory_format=torch.contiguous_format).detach()
+            self._grads[id(p)] = g
+        return g
+
+    # ---------------------------------------------------------------- batches
+    def next_batch(self) -> torch.Tensor | None:
+        """Indices of the next mini-batch (None: the whole training set, no shuffling)."""
+        if self.optimizer_name == "gd":
+            return None
+        if self.perm is None or self.batch_pos >= self.n:
+            self.perm = torch.randperm(self.n, generator=self.gen)
+            self.batch_pos = 0
+        idx = self.perm[self.batch_pos : self.batch_pos + self.batch_size]
+        self.batch_pos += self.batch_size
+        return idx.to(self.X.device)
+
+    # ---------------------------------------------------------------- one step
+    def compute_grads(self, idx: torch.Tensor | None, mask0: torch.Tensor | None = None):
+        """Gradients of the batch loss into ``.grad``; returns (batch loss, flips, tracking seconds)."""
+        if self.closed_form:
+            Fb = self.F if idx is None else self.F.index_select(0, idx)
+            yb = self.y if idx is None else self.y.index_select(0, idx)
+            return self._closed_grads(Fb, yb, mask0 if idx is None else None)
+        self.opt.zero_grad(set_to_none=True)
+        yb = self.y if idx is None else self.y.index_select(0, idx)
+        if self.F is not None:
+            Fb = self.F if idx is None else self.F.index_select(0, idx)
+            out = self.model.forward_features(Fb)
+        else:
+            Xb = self.X if idx is None else self.X.index_select(0, idx)
+            out = self.model(Xb)
+        loss = _half_sq(out.reshape(yb.shape), yb)
+        loss.backward()
+        return float(loss.detach()), None, 0.0
+
+    def apply(self) -> None:
+        self.opt.step()
+        if self.closed_form:
+            for p in self.params:
+                p.grad = None
+
+    # ---------------------------------------------------------------- evaluation
+    def outputs(self, X: torch.Tensor, F: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            if F is not None:
+                return self.model.forward_features(F)
+            return self.model(X)
+
+    def train_eval(self, mask0: torch.Tensor | None):
+        """Full training-set loss (and pattern flips for TwoLayerReLU) of the current model."""
+        with torch.no_grad():
+            if self.two_layer:
+                m = self.model
+                F = self.F if self.F is not None else m.features(self.X)
+                if self.closed_form:
+                    u, _, flips, _ = self._pass1(F, mask0, keep_masks=False)
+                    r = u.sub_(self.y)
+                    return 0.5 * float((r * r).sum()), flips
+                flips = None
+                if mask0 is not None:
+                    flips = float(((F @ m.W.T >= 0) != mask0).sum()) / mask0.numel()
+                u = m.forward_features(F)
+                return float(_half_sq(u.reshape(self.y.shape), self.y)), flips
+            u = self.model(self.X)
+            return float(_half_sq(u.reshape(self.y.shape), self.y)), None
+
+    # ---------------------------------------------------------------- checkpoint state
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "generator": self.gen.get_state(),
+            "perm": self.perm,
+            "batch_pos": self.batch_pos,
+        }
+
+    def load_state(self, ck: dict[str, Any]) -> None:
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.gen.set_state(ck["generator"])
+        self.perm = ck["perm"]
+        self.batch_pos = int(ck["batch_pos"])
+
+
+# ============================================================================ validation
+def _check_model(model: Any) -> tuple[torch.dtype, torch.device]:
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return _model_dtype_device(model)
+
+
+def _prepare_inputs(model, X, y, name_x="X", name_y="y"):
+    dtype, device = _model_dtype_device(model)
+    Xt, _ = as_matrix(X, name_x, dtype=dtype, device=device)
+    d = getattr(model, "d", None)
+    if isinstance(d, int) and Xt.shape[1] != d:
+        raise ValueError(f"{name_x} has {Xt.shape[1]} features but the model expects d = {d}")
+    yt = as_labels(y, Xt.shape[0], name_y, dtype=dtype).to(device)
+    return Xt, yt
+
+
+def _match_output_shape(u: torch.Tensor, y: torch.Tensor, name: str) -> torch.Tensor:
+    """Return ``y`` shaped like the model output ``u`` (``(n, 1)`` <-> ``(n,)`` allowed)."""
+    if u.shape == y.shape:
+        return y
+    if u.numel() == y.numel() and (u.ndim == 1 or u.shape[1] == 1) and (y.ndim == 1 or y.shape[1] == 1):
+        return y.reshape(u.shape)
+    raise ValueError(
+        f"{name} has shape {tuple(y.shape)} but the model outputs shape {tuple(u.shape)} "
+        "(use one column per model output)"
+    )
+
+
+def _resolve_lr(lr, optimizer, model, X, F, n):
+    """-> (value, rule key, Theta_0 or None)."""
+    if lr is None:
+        if optimizer == "adam":
+            return ADAM_DEFAULT_LR, "adam", None
+        K0 = _empirical_kernel(model, X, F)
+        from .theory import lambda_max
+
+        lmax = lambda_max(K0)
+        if not lmax > 0:
+            raise ValueError(f"lr=None: lambda_max of the empirical NTK at init is {lmax:.3e} <= 0; give lr explicitly")
+        return 1.0 / lmax, "ntk", K0
+    if isinstance(lr, str):
+        if lr != "theory":
+            raise ValueError(f"lr must be a positive number, None or 'theory', got {lr!r}")
+        if not _is_two_layer(model):
+            raise ValueError(f"lr='theory' (lambda_0/n^2) is defined for TwoLayerReLU only, got {type(model).__name__}")
+        from .kernels import two_layer_ntk
+        from .theory import lambda_min
+
+        with torch.no_grad():
+            Fi = F if F is not None else model.features(X)
+            H1 = two_layer_ntk(Fi.to(torch.float64))
+        lam0 = lambda_min(H1)
+        if not lam0 > 0:
+            raise ValueError(
+                f"lr='theory': lambda_0 = lambda_min(H1) = {lam0:.3e} <= 0 (parallel or duplicate inputs); "
+                "give lr explicitly"
+            )
+        return lam0 / n**2, "theory", None
+    if not isinstance(lr, Real) or isinstance(lr, bool):
+        raise ValueError(f"lr must be a positive number, None or 'theory', got {lr!r}")
+    return check_real(lr, "lr", positive=True), "user", None
+
+
+# ============================================================================ fit
+def fit(
+    model: nn.Module,
+    X: Any,
+    y: Any,
+    steps: int,
+    lr: float | str | None = None,
+    optimizer: str = "gd",
+    batch_size: int | None = None,
+    *,
+    X_test: Any = None,
+    y_test: Any = None,
+    track_every: int = 1,
+    ntk_every: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    callback: Callable[[int, nn.Module, History], Any] | None = None,
+    grad: str = "auto",
+) -> History:
+    """Train ``model`` in place on ``(X, y)`` for ``steps`` updates and return its :class:`History`.
+
+    Parameters
+    ----------
+    model : a :class:`~ntkdr.models.TwoLayerReLU` (full tracking) or any ``nn.Module`` mapping
+        ``(n, d)`` inputs to ``(n,)`` or ``(n, c)`` outputs (losses and times only).
+    X, y : training inputs ``(n, d)`` and targets ``(n,)`` or ``(n, c)`` (numpy or torch); cast
+        to the model's dtype and device.
+    steps : number of parameter updates (``>= 0``).
+    lr : ``None`` (``1 / lambda_max`` of the empirical NTK at init; Adam: ``1e-3``),
+        ``"theory"`` (``lambda_0 / n^2``, Du et al. Thm 4.1) or a positive number.
+    optimizer : ``"gd"`` (full batch), ``"sgd"`` (mini-batch, no momentum) or ``"adam"``.
+    batch_size : mini-batch size for sgd / adam, ``1..n`` (default: full batch); gd accepts only
+        ``None`` or ``n``.
+    X_test, y_test : optional test set (both or neither).
+    track_every : record the history every this many steps (and always at the first and last).
+    ntk_every : relative NTK drift every this many steps (``None``: at step 0 and the last
+        step only, and only for ``n <= 5000``; ``0``: never).  Each costs an ``n x n`` kernel
+        and its eigenvalues.
+    seed : seed of the mini-batch order (the model's weights come from the model's own seed).
+    progress : tqdm bar on stderr (only when stderr is a terminal).
+    checkpoint, checkpoint_every, resume : see the module docstring; ``checkpoint_every``
+        defaults to ``max(1, steps // 10)``.  With ``resume=True`` and no file at ``checkpoint``
+        training starts from scratch.
+    callback : ``callback(step, model, history)`` after each recorded step; returning ``True``
+        stops training there (``History.stopped_early``).
+    grad : ``"auto"`` (closed form when applicable), ``"closed_form"`` or ``"autograd"``.
+    """
+    # ---- validation
+    dtype, device = _check_model(model)
+    steps = check_int(steps, "steps", min_value=0)
+    optimizer = check_choice(optimizer, "optimizer", OPTIMIZERS)
+    grad = check_choice(grad, "grad", GRAD_METHODS)
+    track_every = check_int(track_every, "track_every", min_value=1)
+    if ntk_every is not None:
+        ntk_every = check_int(ntk_every, "ntk_every", min_value=0)
+    seed = check_int(seed, "seed")
+    if checkpoint_every is not None:
+        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", min_value=1)
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be callable, got {type(callback).__name__}")
+    if lr is not None and not isinstance(lr, str):
+        if isinstance(lr, bool) or not isinstance(lr, Real):
+            raise ValueError(f"lr must be a positive number, None or 'theory', got {lr!r}")
+        check_real(lr, "lr", positive=True)
+    elif isinstance(lr, str) and lr != "theory":
+        raise ValueError(f"lr must be a positive number, None or 'theory', got {lr!r}")
+
+    Xt, yt = _prepare_inputs(model, X, y)
+    n = Xt.shape[0]
+    if batch_size is None:
+        batch_size = n
+    else:
+        batch_size = check_int(batch_size, "batch_size", min_value=1, max_value=n)
+        if optimizer == "gd" and batch_size != n:
+            raise ValueError(
+                f"optimizer 'gd' is full-batch: batch_size must be None or n = {n}, got {batch_size} "
+                "(use optimizer='sgd' for mini-batches)"
+            )
+    if (X_test is None) != (y_test is None):
+        raise ValueError("give both X_test and y_test, or neither")
+    Xs = ys = None
+    if X_test is not None:
+        Xs, ys = _prepare_inputs(model, X_test, y_test, "X_test", "y_test")
+
+    two_layer = _is_two_layer(model)
+    if ntk_every is None and n > _DEFAULT_DRIFT_MAX_N:
+        ntk_every = 0  # default drift tracking costs n x n kernels and an O(n^3) eigensolve
+    ck = None
+    ck_path = os.fspath(checkpoint) if checkpoint is not None else None
+    if resume and os.path.exists(ck_path):
+        try:
+            # CPU first: generator / RNG states must stay on the CPU; load_state_dict moves the rest
+            ck = torch.load(ck_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # unreadable / truncated / not a torch file
+            raise ValueError(f"cannot read checkpoint {ck_path!r}: {exc}") from exc
+        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{ck_path!r} is not an ntkdr training checkpoint ({CHECKPOINT_FORMAT})")
+        try:  # restore the initial weights first: W(0) and Theta(0) refer to them
+            model.load_state_dict(ck["init_model"])
+        except (RuntimeError, KeyError) as exc:
+            raise ValueError(f"checkpoint {ck_path!r} does not match this model: {exc}") from exc
+
+    # ---- initial state (the model is at its initialisation here, also when resuming)
+    init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        if two_layer and not _sketch_trained(model):
+            F0 = model.features(Xt)
+            u0 = model.forward_features(F0)
+        else:
+            F0 = None
+            u0 = model(Xt)
+    yt = _match_output_shape(u0, yt, "y")
+    if ys is not None:
+        with torch.no_grad():
+            us = model(Xs[:1])
+        ys = _match_output_shape(us.expand(ys.shape[0], *us.shape[1:]), ys, "y_test")
+
+    if ck is not None:
+        lr_value, lr_key, K0 = _resume_lr(ck, lr, optimizer)
+        if two_layer and (ntk_every is None or ntk_every > 0):
+            K0 = _empirical_kernel(model, Xt, F0)
+    else:
+        lr_value, lr_key, K0 = _resolve_lr(lr, optimizer, model, Xt, F0, n)
+        if two_layer and (ntk_every is None or ntk_every > 0) and K0 is None:
+            K0 = _empirical_kernel(model, Xt, F0)
+    if not two_layer:
+        K0 = None
+    K0_norm = _spectral_norm_sym(K0) if K0 is not None else _NAN
+
+    trainer = _Trainer(model, Xt, yt, optimizer, batch_size, lr_value, seed, grad, F=F0)
+    W0 = model.W.detach().clone() if two_layer else None
+    mask0 = None
+    if two_layer:
+        with torch.no_grad():
+            Fm = trainer.F if trainer.F is not None else model.features(Xt)
+            mask0 = (Fm @ W0.T) >= 0
+    Fs = None
+    if Xs is not None and trainer.F is not None:
+        with torch.no_grad():
+            Fs = model.features(Xs)
+    acc_kind = _accuracy_kind(ys) if ys is not None else None
+
+    hist = History(
+        lr=float(lr_value), lr_rule=LR_RULES[lr_key], optimizer=optimizer, batch_size=int(batch_size),
+        seed=seed, steps=steps, initial_outputs=u0.detach().cpu().tolist(), grad=trainer.grad_method,
+        n_train=n, dtype=str(dtype).replace("torch.", ""),
+    )
+    fp = _fingerprint(Xt, yt)
+    config = {
+        "optimizer": optimizer, "batch_size": int(batch_size), "seed": seed, "n": n,
+        "track_every": track_every, "ntk_every": -1 if ntk_every is None else ntk_every,
+        "grad": trainer.grad_method, "data": fp,
+    }
+    start = 0
+    wall = 0.0
+    if ck is not None:
+        _check_resume_config(ck, config, steps, ck_path)
+        trainer.load_state(ck)
+        torch.set_rng_state(ck["torch_rng"].cpu())
+        if ck.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in ck["cuda_rng"]])
+        start = int(ck["step"])
+        old = History.from_dict(ck["history"])
+        hist = _truncate_history(old, start)
+        hist.steps = steps
+        hist.stopped_early = False
+        wall = float(ck["wall"])
+
+    if checkpoint_every is None:
+        checkpoint_every = max(1, steps // 10)
+
+    def save(step_done: int) -> None:
+        if ck_path is None:
+            return
+        state = trainer.state()
+        state.update(
+            format=CHECKPOINT_FORMAT, step=step_done, history=_truncate_history(hist, step_done).to_dict(),
+            torch_rng=torch.get_rng_state(), init_model=init_state, config=config, wall=wall,
+            cuda_rng=torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+        )
+        _atomic_save(state, ck_path)
+
+    def record(t: int, loss: float, flips: float | None) -> bool:
+        hist.step.append(t)
+        hist.train_loss.append(loss)
+        hist.wall_time.append(wall)
+        if Xs is not None:
+            us = trainer.outputs(Xs, Fs).reshape(ys.shape)
+            hist.test_loss.append(float(_half_sq(us, ys)))
+            if acc_kind is not None:
+                hist.test_accuracy.append(_accuracy(us, ys, acc_kind))
+        if two_layer:
+            with torch.no_grad():
+                dW = model.W.detach() - W0
+                hist.weight_change_fro.append(float(dW.norm()))
+                hist.weight_change_max_row.append(float(dW.norm(dim=1).max()))
+            hist.pattern_flip_fraction.append(_NAN if flips is None else flips)
+            want = K0 is not None and (
+                (ntk_every is None and (t == 0 or t == steps)) or (ntk_every and (t % ntk_every == 0 or t == steps))
+            )
+            if want and t == 0:
+                hist.ntk_drift.append(0.0)
+            elif want:
+                Kt = _empirical_kernel(model, Xt, trainer.F)
+                hist.ntk_drift.append(_spectral_norm_sym(Kt - K0) / K0_norm)
+            else:
+                hist.ntk_drift.append(_NAN)
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        if callback is not None:
+            return bool(callback(t, model, hist))
+        return False
+
+    bar = None
+    if progress and steps > start and sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=start, desc=f"fit ({optimizer})", file=sys.stderr, leave=False)
+
+    try:
+        t = start
+        stop = False
+        # full-batch closed form: the step's own forward pass gives the loss of state t
+        fused = trainer.closed_form and optimizer == "gd"
+        while True:
+            track = t == steps or t % track_every == 0
+            if t == steps:  # the final model is always recorded
+                loss, flips = trainer.train_eval(mask0)
+                record(t, loss, flips)
+                break
+            if track and not fused:
+                loss, flips = trainer.train_eval(mask0)
+                if record(t, loss, flips):
+                    stop = True
+                    break
+            idx = trainer.next_batch()  # after a possible stop: the batch order state stays at t
+            t0 = time.perf_counter()
+            bloss, bflips, t_track = trainer.compute_grads(idx, mask0 if (track and fused) else None)
+            dt = time.perf_counter() - t0 - t_track
+            if track and fused:
+                # full-batch closed form: the step's forward pass is the training loss of state t
+                if record(t, bloss, bflips):
+                    trainer.opt.zero_grad(set_to_none=True)  # the step is not taken
+                    stop = True
+                    break
+            t0 = time.perf_counter()
+            trainer.apply()
+            wall += dt + (time.perf_counter() - t0)
+            t += 1
+            if bar is not None:
+                bar.update(1)
+            if ck_path is not None and (t % checkpoint_every == 0 or t == steps):
+                save(t)
+        if stop:
+            hist.stopped_early = True
+            if ck_path is not None:
+                save(t)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    done = hist.step[-1] if hist.step else 0
+    hist.seconds_per_step = wall / done if done > 0 else _NAN
+    return hist
+
+
+def _resume_lr(ck: dict, lr: Any, optimizer: str):
+    h = ck["history"]
+    saved_lr, saved_rule = float(h["lr"]), h["lr_rule"]
+    key = next((k for k, v in LR_RULES.items() if v == saved_rule), "user")
+    if lr is None:
+        want = "adam" if optimizer == "adam" else "ntk"
+        if key != want:
+            raise ValueError(f"checkpoint was written with lr rule {saved_rule!r}, but lr=None asks for {LR_RULES[want]!r}")
+    elif isinstance(lr, str):
+        if key != "theory":
+            raise ValueError(f"checkpoint was written with lr rule {saved_rule!r}, but lr='theory' was given")
+    elif float(lr) != saved_lr:
+        raise ValueError(f"checkpoint was written with lr = {saved_lr!r}, but lr = {float(lr)!r} was given")
+    return saved_lr, key, None
+
+
+def _check_resume_config(ck: dict, config: dict, steps: int, path: str) -> None:
+    saved = ck["config"]
+    for key in ("optimizer", "batch_size", "seed", "n", "track_every", "ntk_every", "grad"):
+        if saved[key] != config[key]:
+            raise ValueError(
+                f"checkpoint {path!r} was written with {key} = {saved[key]!r}, but this run has {key} = {config[key]!r}"
+            )
+    if saved["data"] != config["data"]:
+        raise ValueError(f"checkpoint {path!r} was written for different training data (X, y)")
+    if int(ck["step"]) > steps:
+        raise ValueError(f"checkpoint {path!r} is at step {int(ck['step'])}, beyond steps = {steps}")
+
+
+def _truncate_history(h: History, upto: int) -> History:
+    """Copy of ``h`` keeping the entries of steps ``< upto``."""
+    keep = sum(1 for s in h.step if s < upto)
+    out = copy.copy(h)
+    for name in History._LISTS:
+        setattr(out, name, list(getattr(h, name)[:keep]))
+    return out
+
+
+# ============================================================================ timing
+def time_gd_step(
+    model: nn.Module, X: Any, y: Any, *, repeats: int = 5, warmup: int = 1, lr: float = 1e-3, grad: str = "auto"
+) -> float:
+    """Median wall-clock seconds of one full-batch GD step of :func:`fit` (features precomputed,
+    tracking excluded) on a copy of ``model`` (the model itself is not changed)."""
+    repeats = check_int(repeats, "repeats", min_value=1)
+    warmup = check_int(warmup, "warmup", min_value=0)
+    grad = check_choice(grad, "grad", GRAD_METHODS)
+    _check_model(model)
+    model = copy.deepcopy(model)
+    Xt, yt = _prepare_inputs(model, X, y)
+    with torch.no_grad():
+        u = model(Xt[:1])
+    yt = _match_output_shape(u.expand(yt.shape[0], *u.shape[1:]), yt, "y")
+    tr = _Trainer(model, Xt, yt, "gd", Xt.shape[0], check_real(lr, "lr", positive=True), 0, grad)
+    times = []
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        tr.compute_grads(None)
+        tr.apply()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return float(statistics.median(times))
