@@ -399,3 +399,24 @@ def test_tensors_requiring_grad_are_accepted(pd_gram):
     assert traj.shape == (4,)
     w, V = eigh(H)
     assert not w.requires_grad
+
+
+def test_generalization_bound_accepts_precomputed_spectrum():
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(40, 60))
+    H = A @ A.T / 60
+    y = rng.choice([-1.0, 1.0], size=40)
+    ev = np.linalg.eigvalsh(H)
+    a = generalization_bound(H, y)
+    b = generalization_bound(H, y, eigenvalues=ev)
+    assert a.value == pytest.approx(b.value, rel=1e-12)
+    assert a.lambda_min == pytest.approx(b.lambda_min, rel=1e-9)
+    with pytest.raises(ValueError, match="eigenvalues must hold the 40 eigenvalues"):
+        generalization_bound(H, y, eigenvalues=ev[:5])
+
+
+def test_lambda_max_lanczos_path_matches_dense():
+    rng = np.random.default_rng(4)
+    A = rng.normal(size=(600, 50))
+    H = A @ A.T / 50  # n > 256 takes the Lanczos path
+    assert lambda_max(H) == pytest.approx(np.linalg.eigvalsh(H)[-1], rel=1e-10)

@@ -38,40 +38,54 @@ def _parse_lr(text: str | None):
 
 
 def train_command(args: argparse.Namespace) -> None:
-    """Train one network; writes model.pt, history.json (atomically) and checkpoints to --out."""
+    """Train one network; writes model.pt, history.json (atomically) and checkpoints to --out.
+
+    Under ``torchrun`` (RANK / WORLD_SIZE set) the process group is initialised here (gloo on
+    CPU, NCCL on CUDA) and training is data parallel (:mod:`ntkdr.distributed`); only rank 0
+    prints and writes files, the other ranks take part in every step.
+    """
+    from ntkdr import distributed as D
     from ntkdr.models import TwoLayerReLU
     from ntkdr.train import fit
 
-    V.check_int(args.width, "--width", min_value=1)
-    V.check_int(args.steps, "--steps", min_value=0)
-    V.check_int(args.checkpoint_every, "--checkpoint-every", min_value=1)
-    lr = _parse_lr(args.lr)
-    dtype = V.resolve_dtype(args.dtype)
-    device = V.resolve_device(args.device)
-    out = make_output_dir(args.out)
-    task = load_task(args.data, args.dataset, args.classes, args.n_train, args.n_test, args.seed)
-    d = task.X.shape[1]
-    sketch = _sketch_from_args(args, d, task.X)
-    out_dim = 1 if task.Y.ndim == 1 else task.Y.shape[1]
-    model = TwoLayerReLU(d, args.width, sketch=sketch, train_output=args.train_output, seed=args.seed,
-                         dtype=dtype, out_dim=out_dim).to(device)
+    owned = not D.is_distributed()  # a group made here is destroyed here
+    rank, _ = D.init_from_env(device=args.device)
+    try:
+        V.check_int(args.width, "--width", min_value=1)
+        V.check_int(args.steps, "--steps", min_value=0)
+        V.check_int(args.checkpoint_every, "--checkpoint-every", min_value=1)
+        lr = _parse_lr(args.lr)
+        dtype = V.resolve_dtype(args.dtype)
+        device = V.resolve_device(args.device)
+        out = make_output_dir(args.out)
+        task = load_task(args.data, args.dataset, args.classes, args.n_train, args.n_test, args.seed)
+        d = task.X.shape[1]
+        sketch = _sketch_from_args(args, d, task.X)
+        out_dim = 1 if task.Y.ndim == 1 else task.Y.shape[1]
+        model = TwoLayerReLU(d, args.width, sketch=sketch, train_output=args.train_output, seed=args.seed,
+                             dtype=dtype, out_dim=out_dim).to(device)
 
-    def t(a):
-        return torch.as_tensor(a, dtype=dtype, device=device)
+        def t(a):
+            return torch.as_tensor(a, dtype=dtype, device=device)
 
-    ckpt = out / "checkpoint.pt"
-    if args.resume and not ckpt.exists():
-        raise ValueError(f"--resume given but {ckpt} does not exist")
-    hist = fit(model, t(task.X), t(task.Y), args.steps, lr=lr, optimizer=args.optimizer,
-               batch_size=args.batch_size, X_test=t(task.X_test), y_test=t(task.Y_test), seed=args.seed,
-               progress=not args.quiet, checkpoint=str(ckpt), checkpoint_every=args.checkpoint_every,
-               resume=args.resume)
-    with atomic_path(out / "model.pt") as tmp:
-        torch.save(model.state_dict(), tmp)
-    write_text(out / "history.json", json.dumps(_clean(hist.to_dict()), indent=1) + "\n")
-    if not args.quiet:
-        last = hist.train_loss[-1]
-        print(f"trained {args.steps} steps, lr {hist.lr:.4g} ({hist.lr_rule}); final loss {last:.4g}; wrote {out}")
+        ckpt = out / "checkpoint.pt"
+        if args.resume and not ckpt.exists():
+            raise ValueError(f"--resume given but {ckpt} does not exist")
+        hist = fit(model, t(task.X), t(task.Y), args.steps, lr=lr, optimizer=args.optimizer,
+                   batch_size=args.batch_size, X_test=t(task.X_test), y_test=t(task.Y_test), seed=args.seed,
+                   progress=not args.quiet and rank == 0, checkpoint=str(ckpt),
+                   checkpoint_every=args.checkpoint_every, resume=args.resume)
+        if rank == 0:  # the weights are replicated: one writer
+            with atomic_path(out / "model.pt") as tmp:
+                torch.save(model.state_dict(), tmp)
+            write_text(out / "history.json", json.dumps(_clean(hist.to_dict()), indent=1) + "\n")
+            if not args.quiet:
+                last = hist.train_loss[-1]
+                print(f"trained {args.steps} steps, lr {hist.lr:.4g} ({hist.lr_rule}); final loss {last:.4g}; wrote {out}")
+        D.barrier()  # the files exist when any rank returns
+    finally:
+        if owned:
+            D.cleanup()
 
 
 def kernel_command(args: argparse.Namespace) -> None:

@@ -48,6 +48,19 @@ initialisation, and ``||Theta(t) - Theta(0)||_2 / ||Theta(0)||_2`` every ``ntk_e
 state and the batch-order generator's state are saved atomically (temporary file in the same
 folder + ``os.replace``) every ``checkpoint_every`` steps and at the end; ``resume=True`` continues
 from that file and ends with exactly (bit for bit) the model of an uninterrupted run.
+
+**Data parallelism** (SPEC section 8; :mod:`ntkdr.distributed`).  When a ``torch.distributed``
+process group is initialised (``torchrun``, or :func:`torch.distributed.init_process_group`
+before calling :func:`fit`) every rank passes the *same* full ``(X, y)`` (checked by a hash) and
+the same model; ``fit`` broadcasts rank 0's parameters as a guard, and each rank works on its
+contiguous shard :func:`ntkdr.distributed.shard_indices` of the training set (GD) or of each
+global mini-batch (SGD / Adam; the global batch order is the single-process one).  Because the
+loss is a sum, the all-reduced (summed) shard gradients are the full-batch gradient, so every
+rank takes the single-process step up to float round-off and the weights stay replicated.
+Losses, test metrics and flip counts are summed over ranks; ``lr=None`` / ``"theory"`` and the
+NTK drift (``n x n`` kernels) are computed on rank 0 and broadcast.  Only rank 0 writes
+checkpoints; on resume every rank reads the same file (bit-exact resume holds for the same
+world size; another world size continues up to round-off).  ``History.wall_time`` is rank-local.
 """
 from __future__ import annotations
 
@@ -68,6 +81,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed as D
 from .validation import as_labels, as_matrix, check_choice, check_int, check_real
 
 __all__ = ["History", "fit", "time_gd_step", "OPTIMIZERS", "LR_RULES", "CHECKPOINT_FORMAT"]
@@ -218,6 +232,13 @@ def _spectral_norm_sym(D: torch.Tensor) -> float:
     """``||D||_2`` of a symmetric matrix: max |eigenvalue| (float64)."""
     D64 = D.detach().to(torch.float64)
     D64 = 0.5 * (D64 + D64.T)
+    n = D64.shape[0]
+    if D64.device.type == "cpu" and n > 256:
+        # Only the largest |eigenvalue| is needed: Lanczos (ARPACK) instead of a dense O(n^3) solve.
+        from scipy.sparse.linalg import eigsh
+
+        val = eigsh(D64.numpy(), k=1, which="LM", return_eigenvectors=False, tol=0, v0=np.ones(n))
+        return float(abs(val[0]))
     ev = torch.linalg.eigvalsh(D64)
     return float(ev.abs().max())
 
@@ -258,6 +279,104 @@ def _accuracy(u: torch.Tensor, y: torch.Tensor, kind: str | None) -> float:
 def _half_sq(u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r = u - y
     return 0.5 * (r * r).sum()
+
+
+def _take(T: torch.Tensor, sel: Any) -> torch.Tensor:
+    """Rows ``sel`` of ``T``: all (None), a contiguous view (slice) or a gather (index tensor)."""
+    if sel is None:
+        return T
+    if isinstance(sel, slice):
+        return T[sel]
+    return T.index_select(0, sel)
+
+
+def _sel_len(sel: Any, n: int) -> int:
+    if sel is None:
+        return n
+    if isinstance(sel, slice):
+        return sel.stop - sel.start
+    return int(sel.numel())
+
+
+# ============================================================================ data parallelism
+class _Comm:
+    """Collectives of one data-parallel :func:`fit` over the default process group.
+
+    Scalars (losses, counts) travel as float64 whatever the model dtype, so integer counts
+    stay exact and per-shard partial sums lose nothing before they are added."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.rank, self.world = D.rank(), D.world_size()
+        backend = str(torch.distributed.get_backend())
+        if backend == "nccl" and device.type != "cuda":
+            raise ValueError(f"the process group uses NCCL but the model is on {device}; use gloo for CPU models")
+        self.device = device
+
+    def shard(self, n: int) -> slice:
+        return D.shard_slice(n, self.rank, self.world)
+
+    def scalars(self, *values: float) -> list[float]:
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
+        D.all_reduce_sum(t)
+        return t.tolist()
+
+    def any(self, flag: bool) -> bool:
+        return self.scalars(1.0 if flag else 0.0)[0] > 0
+
+    def sum_grads(self, params: list[torch.Tensor]) -> None:
+        """All-reduce the ``.grad`` of ``params`` in place (one collective)."""
+        grads = [p.grad for p in params]
+        if len(grads) == 1:
+            D.all_reduce_sum(grads[0])
+            return
+        flat = D.all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]))
+        off = 0
+        for g in grads:
+            g.copy_(flat[off : off + g.numel()].view_as(g))
+            off += g.numel()
+
+    def gather_rows(self, local: torch.Tensor, n: int, sl: slice) -> torch.Tensor:
+        """The ``(n, ...)`` tensor whose rows ``sl`` are ``local`` on each rank (exact: the
+        other ranks contribute zeros to the sum)."""
+        out = torch.zeros((n,) + tuple(local.shape[1:]), dtype=local.dtype, device=local.device)
+        out[sl] = local
+        return D.all_reduce_sum(out)
+
+    def broadcast_params(self, model: nn.Module) -> None:
+        """Rank 0's parameters and buffers on every rank (a guard: inits are seeded alike)."""
+        with torch.no_grad():
+            for t in model.state_dict().values():
+                if isinstance(t, torch.Tensor):
+                    torch.distributed.broadcast(t, src=0)
+
+    def check_same(self, fingerprint: str) -> None:
+        """Raise (on every rank) unless all ranks passed the same data (same ``fingerprint``)."""
+        h = int(hashlib.sha256(fingerprint.encode()).hexdigest()[:15], 16)
+        t = torch.tensor([h, -h], dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        if int(t[0]) != h or int(t[1]) != -h:
+            raise ValueError(
+                "distributed fit: X / y differ between ranks; pass the same full training set on "
+                "every rank (fit shards it itself)"
+            )
+
+    def root_call(self, fn: Callable[[], tuple[Any, Any]]) -> tuple[Any, Any]:
+        """Run ``fn() -> (public, private)`` on rank 0 only; every rank gets ``public``, rank 0
+        also ``private`` (others None).  An exception on rank 0 is raised on every rank."""
+        public = private = None
+        err = None
+        if self.rank == 0:
+            try:
+                public, private = fn()
+            except Exception as exc:  # re-raised below, after the other ranks have heard of it
+                err = exc
+        box = D.broadcast_object(("err", type(err).__name__, str(err)) if err is not None else ("ok", public))
+        if err is not None:
+            raise err
+        if box[0] == "err":
+            cls = ValueError if box[1] == "ValueError" else RuntimeError
+            raise cls(f"rank 0 failed: {box[2]}")
+        return box[1], private
 
 
 # ============================================================================ two-layer kernels
@@ -306,10 +425,13 @@ def _empirical_kernel(model: nn.Module, X: torch.Tensor, F: torch.Tensor | None)
 class _Trainer:
     """State and mechanics of one training run (shared by :func:`fit` and :func:`time_gd_step`)."""
 
-    def __init__(self, model, X, y, optimizer, batch_size, lr_value, seed, grad, F=None):
+    def __init__(self, model, X, y, optimizer, batch_size, lr_value, seed, grad, F=None, comm=None):
         self.model = model
         self.X, self.y = X, y
         self.n = X.shape[0]
+        # data parallel: this rank's contiguous shard of the training set (all of it otherwise)
+        self.comm = comm
+        self.shard = comm.shard(self.n) if comm is not None else None
         self.optimizer_name = optimizer
         self.batch_size = batch_size
         self.two_layer = _is_two_layer(model)
@@ -390,8 +512,8 @@ class _Trainer:
         """Outputs ``u = relu(F W^T) a / sqrt(m)`` block by block (no ``n x m`` temporary).
 
         Returns ``(u, masks, flips, seconds spent on flips)``; ``masks`` are the per-block
-        ``1[P > 0]`` (bool) when ``keep_masks``; ``flips`` the fraction of ``1[P >= 0]`` that
-        differ from ``mask0`` (when given)."""
+        ``1[P > 0]`` (bool) when ``keep_masks``; ``flips`` the number of entries of ``1[P >= 0]``
+        that differ from ``mask0`` (when given; a float, exact below 2^53)."""
         m = self.model
         W, a = m.W.detach(), m.a.detach()
         n, M = Fb.shape[0], m.m
@@ -419,7 +541,7 @@ class _Trainer:
         flips = None
         if mask0 is not None:
             t0 = time.perf_counter()
-            flips = float(n_flip) / mask0.numel()
+            flips = float(n_flip)
             t_flip += time.perf_counter() - t0
         return u, masks, flips, t_flip
 
@@ -431,7 +553,7 @@ class _Trainer:
         ``dL/da = relu(F W^T)^T r / sqrt m``.  Two passes over column blocks of neurons: the
         first forms ``u`` and keeps the masks as bits, the second the gradient blocks; each
         ``n x block`` slab is reused from cache, so the elementwise work costs no extra trips
-        to memory.  Returns ``(loss, flips, seconds spent on flips)``."""
+        to memory.  Returns ``(loss, flip count, seconds spent on flips)``."""
         m = self.model
         W, a = m.W.detach(), m.a.detach()
         train_a = isinstance(m.a, nn.Parameter) and m.a.requires_grad
@@ -494,23 +616,53 @@ class _Trainer:
         return idx.to(self.X.device)
 
     # ---------------------------------------------------------------- one step
-    def compute_grads(self, idx: torch.Tensor | None, mask0: torch.Tensor | None = None):
-        """Gradients of the batch loss into ``.grad``; returns (batch loss, flips, tracking seconds)."""
-        if self.closed_form:
-            Fb = self.F if idx is None else self.F.index_select(0, idx)
-            yb = self.y if idx is None else self.y.index_select(0, idx)
-            return self._closed_grads(Fb, yb, mask0 if idx is None else None)
-        self.opt.zero_grad(set_to_none=True)
-        yb = self.y if idx is None else self.y.index_select(0, idx)
-        if self.F is not None:
-            Fb = self.F if idx is None else self.F.index_select(0, idx)
-            out = self.model.forward_features(Fb)
+    def flip_fraction(self, count: float | None) -> float | None:
+        """Fraction of the ``n x m`` activation patterns that flipped, from a (global) count."""
+        return None if count is None else count / (self.n * self.model.m)
+
+    def compute_grads(self, idx: torch.Tensor | None, mask0: torch.Tensor | None = None, stats: bool = False):
+        """Gradients of the batch loss into ``.grad``; returns (batch loss, flips, tracking seconds).
+
+        ``idx`` is the global batch (None: the full training set); ``mask0`` applies to the full
+        batch only (this rank's shard of it when data parallel).  Data parallel: this rank
+        differentiates its shard of the batch and the gradients are summed over ranks; with
+        ``stats`` the returned loss and flips are global too (one more tiny collective)."""
+        if self.comm is None:
+            sel = idx
+        elif idx is None:
+            sel = self.shard
         else:
-            Xb = self.X if idx is None else self.X.index_select(0, idx)
-            out = self.model(Xb)
-        loss = _half_sq(out.reshape(yb.shape), yb)
-        loss.backward()
-        return float(loss.detach()), None, 0.0
+            sel = idx[self.comm.shard(idx.numel())]
+        mask0 = mask0 if idx is None else None
+        count, t_track = None, 0.0
+        if _sel_len(sel, self.n) == 0:  # more ranks than batch rows: contribute zeros
+            for p in self.params:
+                p.grad = torch.zeros_like(p)
+            loss = 0.0
+            count = 0.0 if mask0 is not None else None
+        elif self.closed_form:
+            loss, count, t_track = self._closed_grads(_take(self.F, sel), _take(self.y, sel), mask0)
+        else:
+            self.opt.zero_grad(set_to_none=True)
+            yb = _take(self.y, sel)
+            if self.F is not None:
+                out = self.model.forward_features(_take(self.F, sel))
+            else:
+                out = self.model(_take(self.X, sel))
+            lt = _half_sq(out.reshape(yb.shape), yb)
+            lt.backward()
+            loss = float(lt.detach())
+            for p in self.params:  # a parameter the loss does not reach still takes part in the sum
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+        if self.comm is not None:
+            self.comm.sum_grads(self.params)
+            if stats:
+                t0 = time.perf_counter()
+                loss, c = self.comm.scalars(loss, 0.0 if count is None else count)
+                count = None if count is None else c
+                t_track += time.perf_counter() - t0
+        return loss, self.flip_fraction(count), t_track
 
     def apply(self) -> None:
         self.opt.step()
@@ -526,22 +678,36 @@ class _Trainer:
             return self.model(X)
 
     def train_eval(self, mask0: torch.Tensor | None):
-        """Full training-set loss (and pattern flips for TwoLayerReLU) of the current model."""
+        """Full training-set loss (and pattern flips for TwoLayerReLU) of the current model.
+
+        Data parallel: each rank evaluates its shard (``mask0`` is the shard's) and the loss
+        and flip count are summed over ranks."""
+        loss, count = self._eval_local(mask0 if self.two_layer else None)
+        if self.comm is not None:
+            loss, c = self.comm.scalars(loss, 0.0 if count is None else count)
+            count = None if count is None else c
+        return loss, self.flip_fraction(count)
+
+    def _eval_local(self, mask0: torch.Tensor | None):
+        sel = self.shard
+        if _sel_len(sel, self.n) == 0:
+            return 0.0, (0.0 if mask0 is not None else None)
+        y = _take(self.y, sel)
         with torch.no_grad():
             if self.two_layer:
                 m = self.model
-                F = self.F if self.F is not None else m.features(self.X)
+                F = _take(self.F, sel) if self.F is not None else m.features(_take(self.X, sel))
                 if self.closed_form:
-                    u, _, flips, _ = self._pass1(F, mask0, keep_masks=False)
-                    r = u.sub_(self.y)
-                    return 0.5 * float((r * r).sum()), flips
-                flips = None
+                    u, _, count, _ = self._pass1(F, mask0, keep_masks=False)
+                    r = u.sub_(y)
+                    return 0.5 * float((r * r).sum()), count
+                count = None
                 if mask0 is not None:
-                    flips = float(((F @ m.W.T >= 0) != mask0).sum()) / mask0.numel()
+                    count = float(((F @ m.W.T >= 0) != mask0).sum())
                 u = m.forward_features(F)
-                return float(_half_sq(u.reshape(self.y.shape), self.y)), flips
-            u = self.model(self.X)
-            return float(_half_sq(u.reshape(self.y.shape), self.y)), None
+                return float(_half_sq(u.reshape(y.shape), y)), count
+            u = self.model(_take(self.X, sel))
+            return float(_half_sq(u.reshape(y.shape), y)), None
 
     # ---------------------------------------------------------------- checkpoint state
     def state(self) -> dict[str, Any]:
@@ -646,6 +812,7 @@ def fit(
     resume: bool = False,
     callback: Callable[[int, nn.Module, History], Any] | None = None,
     grad: str = "auto",
+    distributed: bool | None = None,
 ) -> History:
     """Train ``model`` in place on ``(X, y)`` for ``steps`` updates and return its :class:`History`.
 
@@ -674,6 +841,10 @@ def fit(
     callback : ``callback(step, model, history)`` after each recorded step; returning ``True``
         stops training there (``History.stopped_early``).
     grad : ``"auto"`` (closed form when applicable), ``"closed_form"`` or ``"autograd"``.
+    distributed : data-parallel over the default ``torch.distributed`` process group (see the
+        module docstring).  ``None``: when one is initialised with more than one rank;
+        ``True``: require one; ``False``: train alone even inside a group.  Every rank must
+        call ``fit`` with the same arguments and the same full ``(X, y)``.
     """
     # ---- validation
     dtype, device = _check_model(model)
@@ -696,6 +867,16 @@ def fit(
         check_real(lr, "lr", positive=True)
     elif isinstance(lr, str) and lr != "theory":
         raise ValueError(f"lr must be a positive number, None or 'theory', got {lr!r}")
+    if distributed is not None and not isinstance(distributed, bool):
+        raise ValueError(f"distributed must be None, True or False, got {distributed!r}")
+    if distributed and not D.is_distributed():
+        raise ValueError(
+            "distributed=True needs an initialised torch.distributed process group "
+            "(launch with torchrun, or call ntkdr.distributed.init_from_env / init_process_group first)"
+        )
+    use_dist = D.is_distributed() and D.world_size() > 1 if distributed is None else distributed and D.world_size() > 1
+    comm = _Comm(device) if use_dist else None
+    root = comm is None or comm.rank == 0
 
     Xt, yt = _prepare_inputs(model, X, y)
     n = Xt.shape[0]
@@ -732,44 +913,76 @@ def fit(
         except (RuntimeError, KeyError) as exc:
             raise ValueError(f"checkpoint {ck_path!r} does not match this model: {exc}") from exc
 
+    if comm is not None:  # a guard: the seeded inits agree already (the resumed ones too)
+        comm.broadcast_params(model)
+
     # ---- initial state (the model is at its initialisation here, also when resuming)
     init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         if two_layer and not _sketch_trained(model):
-            F0 = model.features(Xt)
-            u0 = model.forward_features(F0)
+            if comm is None:
+                F0 = model.features(Xt)
+                u0 = model.forward_features(F0)
+            else:  # features and outputs of this rank's shard, assembled on every rank (exact)
+                sl = comm.shard(n)
+                rows = sl.stop > sl.start
+                Fl = model.features(Xt[sl]) if rows else torch.zeros(0, model.d_in, dtype=dtype, device=device)
+                F0 = comm.gather_rows(Fl, n, sl)
+                u0 = comm.gather_rows(model.forward_features(F0[sl]), n, sl)
         else:
             F0 = None
             u0 = model(Xt)
     yt = _match_output_shape(u0, yt, "y")
+    fp = _fingerprint(Xt, yt)
     if ys is not None:
         with torch.no_grad():
             us = model(Xs[:1])
         ys = _match_output_shape(us.expand(ys.shape[0], *us.shape[1:]), ys, "y_test")
+    if comm is not None:
+        comm.check_same(fp + (_fingerprint(Xs, ys) if Xs is not None else ""))
 
+    # The NTK drift needs Theta(0) (on rank 0 only when data parallel: n x n kernels and their
+    # eigenvalues are computed once there and the scalars broadcast).
+    track_ntk = two_layer and (ntk_every is None or ntk_every > 0)
     if ck is not None:
         lr_value, lr_key, K0 = _resume_lr(ck, lr, optimizer)
-        if two_layer and (ntk_every is None or ntk_every > 0):
-            K0 = _empirical_kernel(model, Xt, F0)
+    elif comm is not None and ((lr is None and optimizer != "adam") or isinstance(lr, str)):
+        def lr_on_root():
+            v, key, K = _resolve_lr(lr, optimizer, model, Xt, F0, n)
+            return (v, key), K
+
+        (lr_value, lr_key), K0 = comm.root_call(lr_on_root)
     else:
         lr_value, lr_key, K0 = _resolve_lr(lr, optimizer, model, Xt, F0, n)
-        if two_layer and (ntk_every is None or ntk_every > 0) and K0 is None:
-            K0 = _empirical_kernel(model, Xt, F0)
-    if not two_layer:
+    if not track_ntk:
         K0 = None
+    elif K0 is None and root:
+        K0 = _empirical_kernel(model, Xt, F0)
     K0_norm = _spectral_norm_sym(K0) if K0 is not None else _NAN
 
-    trainer = _Trainer(model, Xt, yt, optimizer, batch_size, lr_value, seed, grad, F=F0)
+    trainer = _Trainer(model, Xt, yt, optimizer, batch_size, lr_value, seed, grad, F=F0, comm=comm)
     W0 = model.W.detach().clone() if two_layer else None
+    sl = trainer.shard if comm is not None else slice(0, n)
     mask0 = None
-    if two_layer:
+    if two_layer:  # patterns at init of this rank's rows (all rows without data parallelism)
         with torch.no_grad():
-            Fm = trainer.F if trainer.F is not None else model.features(Xt)
+            if trainer.F is not None:
+                Fm = trainer.F[sl]
+            elif sl.stop > sl.start:
+                Fm = model.features(Xt[sl])
+            else:
+                Fm = torch.zeros(0, model.d_in, dtype=dtype, device=device)
             mask0 = (Fm @ W0.T) >= 0
+    # test set: this rank's shard of it (all of it without data parallelism)
+    n_test = Xs.shape[0] if Xs is not None else 0
+    tsl = comm.shard(n_test) if comm is not None else slice(0, n_test)
+    test_rows = tsl.stop > tsl.start
+    Xs_l = Xs[tsl] if Xs is not None else None
+    ys_l = ys[tsl] if ys is not None else None
     Fs = None
-    if Xs is not None and trainer.F is not None:
+    if Xs is not None and trainer.F is not None and test_rows:
         with torch.no_grad():
-            Fs = model.features(Xs)
+            Fs = model.features(Xs_l)
     acc_kind = _accuracy_kind(ys) if ys is not None else None
 
     hist = History(
@@ -777,11 +990,12 @@ def fit(
         seed=seed, steps=steps, initial_outputs=u0.detach().cpu().tolist(), grad=trainer.grad_method,
         n_train=n, dtype=str(dtype).replace("torch.", ""),
     )
-    fp = _fingerprint(Xt, yt)
     config = {
         "optimizer": optimizer, "batch_size": int(batch_size), "seed": seed, "n": n,
         "track_every": track_every, "ntk_every": -1 if ntk_every is None else ntk_every,
         "grad": trainer.grad_method, "data": fp,
+        # informational: resuming with another world size is allowed (equal up to round-off)
+        "world_size": 1 if comm is None else comm.world,
     }
     start = 0
     wall = 0.0
@@ -802,7 +1016,7 @@ def fit(
         checkpoint_every = max(1, steps // 10)
 
     def save(step_done: int) -> None:
-        if ck_path is None:
+        if ck_path is None or not root:  # replicated state: rank 0 writes it
             return
         state = trainer.state()
         state.update(
@@ -816,35 +1030,50 @@ def fit(
         hist.step.append(t)
         hist.train_loss.append(loss)
         hist.wall_time.append(wall)
-        if Xs is not None:
+        if Xs is not None and comm is None:
             us = trainer.outputs(Xs, Fs).reshape(ys.shape)
             hist.test_loss.append(float(_half_sq(us, ys)))
             if acc_kind is not None:
                 hist.test_accuracy.append(_accuracy(us, ys, acc_kind))
+        elif Xs is not None:  # sums over the ranks' test shards
+            tl = hits = 0.0
+            if test_rows:
+                us = trainer.outputs(Xs_l, Fs).reshape(ys_l.shape)
+                tl = float(_half_sq(us, ys_l))
+                if acc_kind is not None:
+                    hits = _accuracy(us, ys_l, acc_kind) * ys_l.shape[0]
+            tl, hits = comm.scalars(tl, hits)
+            hist.test_loss.append(tl)
+            if acc_kind is not None:
+                hist.test_accuracy.append(round(hits) / n_test)
         if two_layer:
             with torch.no_grad():
                 dW = model.W.detach() - W0
                 hist.weight_change_fro.append(float(dW.norm()))
                 hist.weight_change_max_row.append(float(dW.norm(dim=1).max()))
             hist.pattern_flip_fraction.append(_NAN if flips is None else flips)
-            want = K0 is not None and (
+            want = track_ntk and (
                 (ntk_every is None and (t == 0 or t == steps)) or (ntk_every and (t % ntk_every == 0 or t == steps))
             )
             if want and t == 0:
                 hist.ntk_drift.append(0.0)
             elif want:
-                Kt = _empirical_kernel(model, Xt, trainer.F)
-                hist.ntk_drift.append(_spectral_norm_sym(Kt - K0) / K0_norm)
+                def drift():
+                    Kt = _empirical_kernel(model, Xt, trainer.F)
+                    return _spectral_norm_sym(Kt - K0) / K0_norm, None
+
+                hist.ntk_drift.append(drift()[0] if comm is None else comm.root_call(drift)[0])
             else:
                 hist.ntk_drift.append(_NAN)
         if bar is not None:
             bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-        if callback is not None:
-            return bool(callback(t, model, hist))
-        return False
+        stop = bool(callback(t, model, hist)) if callback is not None else False
+        if comm is not None:  # one rank's callback stops all of them at the same step
+            stop = comm.any(stop)
+        return stop
 
     bar = None
-    if progress and steps > start and sys.stderr.isatty():
+    if progress and root and steps > start and sys.stderr.isatty():
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps, initial=start, desc=f"fit ({optimizer})", file=sys.stderr, leave=False)
@@ -867,7 +1096,9 @@ def fit(
                     break
             idx = trainer.next_batch()  # after a possible stop: the batch order state stays at t
             t0 = time.perf_counter()
-            bloss, bflips, t_track = trainer.compute_grads(idx, mask0 if (track and fused) else None)
+            bloss, bflips, t_track = trainer.compute_grads(
+                idx, mask0 if (track and fused) else None, stats=track and fused
+            )
             dt = time.perf_counter() - t0 - t_track
             if track and fused:
                 # full-batch closed form: the step's forward pass is the training loss of state t
@@ -887,6 +1118,8 @@ def fit(
             hist.stopped_early = True
             if ck_path is not None:
                 save(t)
+        if comm is not None:  # rank 0's last checkpoint is on disk before any rank returns
+            D.barrier()
     finally:
         if bar is not None:
             bar.close()
