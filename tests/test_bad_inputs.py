@@ -226,43 +226,34 @@ def test_chmod_000_file_is_reported(tmp_path, capsys):
     assert_one_line_error(code, err, "permission denied")
 
 
-def test_kernel_over_memory_budget_goes_to_disk(files, capsys):
-    """--max-memory bounds the working set: the two-layer kernel streams into the --out memmap,
-    so a budget smaller than the result is not an error."""
+@pytest.mark.parametrize("depth", [[], ["--depth", "2"]])
+def test_kernel_budget_smaller_than_one_tile(files, capsys, depth):
+    """A budget that cannot hold even one row tile is refused with the sizes, before any work."""
     out = files["out"] / "k.npy"
-    code, _, err = run_cli(["kernel", *TINY_DATA, "--max-memory", "1KB", "--out", out, "--quiet"], capsys)
+    code, _, err = run_cli(["kernel", *TINY_DATA, *depth, "--max-memory", "1KB", "--out", out], capsys)
+    line = assert_one_line_error(code, err, "too small")
+    assert "1024 bytes" in line and not out.exists()
+
+
+@pytest.mark.parametrize("depth", [None, 2])
+def test_kernel_larger_than_budget_streams_to_disk(tmp_path, capsys, depth):
+    """digits: 1797 rows -> a 25 MB float64 kernel, computed under a 4 MB working-set budget."""
+    from ntkdr.data import load_dataset, normalize_rows
+    from ntkdr.kernels import fc_relu_kernels, two_layer_ntk
+
+    out = tmp_path / "k.npy"
+    extra = [] if depth is None else ["--depth", str(depth)]
+    code, _, err = run_cli(["kernel", "--dataset", "digits", *extra, "--max-memory", "4MB", "--out", out,
+                            "--quiet"], capsys)
     assert code == 0, err
+    ds = load_dataset("digits")
+    X = normalize_rows(np.concatenate([ds.X_train, ds.X_test]))
+    ref = two_layer_ntk(X) if depth is None else fc_relu_kernels(X, depth=depth)[0]
     K = np.load(out)
-    assert K.shape == (30, 30) and np.isfinite(K).all() and np.array_equal(K, K.T)
+    assert K.nbytes > 4 * 2**20
+    np.testing.assert_allclose(K, ref, rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG jobs.py kernel_command: with --depth the FC kernels are computed in memory "
-    "(fc_relu_kernels(..., max_memory=...) without out=) and copied into the memmap, so a budget "
-    "below 2 n^2 fails with 'compute it in tiles into out= (e.g. an np.memmap on disk)' -- advice "
-    "for the Python API, while --out already is that disk file"))
-def test_deep_kernel_over_memory_budget_goes_to_disk(files, capsys):
-    out = files["out"] / "k.npy"
-    code, _, err = run_cli(["kernel", *TINY_DATA, "--depth", "2", "--max-memory", "1KB", "--out", out, "--quiet"],
-                           capsys)
-    assert code == 0, err
-    assert np.load(out).shape == (30, 30)
-
-
-def test_deep_kernel_over_memory_budget_message(files, capsys):
-    """What the user gets today for the case above: exit 2, one line giving the size and budget."""
-    out = files["out"] / "k.npy"
-    code, _, err = run_cli(["kernel", *TINY_DATA, "--depth", "2", "--max-memory", "1KB", "--out", out], capsys)
-    if code == 0:  # the xfail above has been fixed
-        return
-    line = assert_one_line_error(code, err, "more than max_memory")
-    assert "30 x 30" in line and "GiB" in line
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG cli.py _cmd_certify: --output is only opened after the whole job has run, and the "
-    "failure names the temporary file ('[Errno 20] Not a directory: .../afile/.e.json.XXXX') "
-    "instead of the user's path; check the output's directory before run_experiment as _cmd_run does"))
 def test_certify_output_under_a_file_fails_fast(files, capsys, monkeypatch):
     import ntkdr.experiment
 
@@ -276,20 +267,12 @@ def test_certify_output_under_a_file_fails_fast(files, capsys, monkeypatch):
     assert "afile" in line and ".e.json." not in line
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG data.py (row normalisation in make_dataset): the zero-norm-row message gives indices of "
-    "the shuffled training split ('indices [3]' for certify, '[38]' for kernel) instead of the "
-    "row in the user's file (row 0), and does not name the file"))
 def test_zero_norm_row_message_points_at_the_file_row(files, capsys):
     code, _, err = run_cli(["certify", "--data", files["zero_row"]], capsys)
     line = assert_one_line_error(code, err, "zero-norm")
     assert "zerorow.npz" in line and "[0]" in line
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG cli.py main: 'ntkdr' with no command prints the help on stdout and exits 2 with nothing "
-    "on stderr; the exit-2 contract is one 'ntkdr: error: ...' line on stderr (exit 0 with help "
-    "would also be consistent)"))
 def test_no_command(capsys):
     code, _, err = run_cli([], capsys)
     assert_one_line_error(code, err, "command")

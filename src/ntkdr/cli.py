@@ -20,7 +20,8 @@ class UsageError(ValueError):
 class _Parser(argparse.ArgumentParser):
     # argparse prints usage + message over several lines; the CLI contract is one line.
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        raise UsageError(f"{command}: {message}" if command else message)
 
 
 def _int_list(text: str) -> list[int]:
@@ -203,8 +204,14 @@ def _cmd_certify(args: argparse.Namespace) -> int:
     from ntkdr.experiment import RunConfig, run_experiment
     from ntkdr.report import _clean, print_summary, write_text
 
+    from pathlib import Path
+
+    from ntkdr.report import make_output_dir
+
     args.train = False
     cfg = RunConfig.from_args(args)
+    if args.output:  # fail before the work, not after it
+        make_output_dir(Path(args.output).parent)
     report = run_experiment(cfg)
     if args.output:
         write_text(args.output, json.dumps(_clean(report), indent=1) + "\n")
@@ -238,8 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(bench_main(argv[1:]) or 0)
         args = parser.parse_args(argv)
         if args.command is None:
-            parser.print_help()
-            return EXIT_BAD_INPUT
+            raise UsageError("a command is required (run, certify, train, kernel, bench); see ntkdr --help")
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
         if verbose:

@@ -540,6 +540,10 @@ def make_dataset(
     A = _as_np_matrix(X, "X", np.float64)
     yy = _as_np_labels(y, "y")
     check_n_match(A.shape[0], yy.shape[0], "X", "y")
+    if normalize and not standardize_features:
+        # Checked here, before any selection or shuffling, so the indices are the user's rows.
+        where = f" of {info['path']}" if info and "path" in info else ""
+        check_nonzero_rows(torch.from_numpy(A), f"X{where}")
     out_dtype = _np_dtype(dtype)
     if task is None:
         if classes is not None and isinstance(classes, (tuple, list)) and len(classes) == 2:

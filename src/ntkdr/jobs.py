@@ -88,9 +88,29 @@ def train_command(args: argparse.Namespace) -> None:
             D.cleanup()
 
 
+def _kernel_inputs(args: argparse.Namespace) -> np.ndarray:
+    """All rows of the data (a file's X, or a data set's train + test rows), normalised to unit norm."""
+    from ntkdr import data as D
+
+    if args.data is not None:
+        X, _ = D.load_file(args.data)
+        V.check_nonzero_rows(torch.as_tensor(X), f"X of {args.data}")
+    else:
+        ds = D.load_dataset(args.dataset or "mnist", classes=args.classes, n_train=args.n_train,
+                            n_test=args.n_test, seed=args.seed)
+        X = np.concatenate([ds.X_train, ds.X_test])
+    return D.normalize_rows(X)
+
+
 def kernel_command(args: argparse.Namespace) -> None:
-    """Compute K(X, X) of the training inputs (optionally sketched) into ``--out`` (.npy, atomic)."""
-    from ntkdr.kernels import fc_relu_kernels, two_layer_ntk
+    """K(X, X) of the (optionally sketched) inputs into ``--out`` (.npy), tile by tile.
+
+    Tiles go to ``OUT.partial.npy`` with a record of finished tiles, so a rerun after a crash
+    resumes; under ``torchrun`` the ranks share the tiles.  ``OUT`` appears only when complete.
+    """
+    from ntkdr.distributed import init_from_env
+    from ntkdr.kernels import NTK
+    from ntkdr.tiles import compute_kernel_to_file
 
     out = Path(args.out)
     if out.suffix != ".npy":
@@ -102,21 +122,16 @@ def kernel_command(args: argparse.Namespace) -> None:
         V.check_int(args.depth, "--depth", min_value=1)
     dtype = V.resolve_dtype(args.dtype)
     device = V.resolve_device(args.device)
-    task = load_task(args.data, args.dataset, args.classes, args.n_train, 1 if args.n_test is None else args.n_test, args.seed)
-    X = task.X
+    X = _kernel_inputs(args)
     sketch = _sketch_from_args(args, X.shape[1], X)
     if sketch is not None:
         X = sketch(X)
-    Xt = torch.as_tensor(X, dtype=dtype, device=device)
-    n = Xt.shape[0]
-    with atomic_path(out, suffix=".npy") as tmp:
-        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(str(dtype).split(".")[-1]), shape=(n, n))
-        if args.depth is None:
-            two_layer_ntk(Xt, layers=args.layers, tile=args.tile, max_memory=args.max_memory, out=mm)
-        else:
-            ntk, nngp = fc_relu_kernels(Xt, depth=args.depth, tile=args.tile, max_memory=args.max_memory)
-            mm[:] = (ntk if args.which == "ntk" else nngp).cpu().numpy()
-        mm.flush()
-        del mm
-    if not args.quiet:
-        print(f"wrote {n} x {n} kernel to {out}")
+    if args.depth is None:
+        kernel = NTK(layers=args.layers)
+    else:
+        kernel = NTK(kind="fc", depth=args.depth, output=args.which)
+    rank, _ = init_from_env(device=args.device)
+    compute_kernel_to_file(X, out, kernel, tile_rows=args.tile, max_memory=args.max_memory, dtype=dtype,
+                           device=device, progress=not args.quiet and rank == 0)
+    if not args.quiet and rank == 0:
+        print(f"wrote {X.shape[0]} x {X.shape[0]} kernel to {out}")

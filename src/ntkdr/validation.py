@@ -125,10 +125,12 @@ def as_labels(y: Any, n: int, name: str = "y", *, dtype: Any = None) -> torch.Te
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
             raise ValueError(f"{name} must be numeric labels, got dtype {arr.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.is_complex():
+        raise ValueError(f"{name} must be real, got complex dtype {t.dtype}")
     if t.ndim not in (1, 2):
         raise ValueError(f"{name} must be 1-D (n,) or 2-D (n, outputs), got shape {tuple(t.shape)}")
-    if t.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
+    if t.numel() == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(t.shape)}")
     check_n_match(n, t.shape[0], "X", name)
     target = resolve_dtype(dtype) or (t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32)
     t = t.to(dtype=target)
