@@ -228,22 +228,26 @@ def _train_one(task: _Task, cfg: RunConfig, sketch, dtype: torch.dtype, device) 
 
 
 def _recommend(dense: dict, sketched: list[dict], tol: float) -> dict[str, Any]:
-    """Smallest k per kind whose mean lambda_min ratio and bound ratio are within tol of 1."""
+    """Smallest k per kind whose mean lambda_min ratio and bound ratio are within tol of 1.
+
+    Across kinds: the smallest such k; ties go to the kind whose ratios are closest to 1.
+    """
+
+    def deviation(e: dict) -> float:
+        return max(abs(e["lambda_min_ratio"]["mean"] - 1), abs(e["bound_ratio"]["mean"] - 1))
+
     per_kind: dict[str, int | None] = {}
+    candidates = []
     for kind in dict.fromkeys(e["kind"] for e in sketched):
-        ok = [
-            e["k"]
-            for e in sketched
-            if e["kind"] == kind
-            and abs(e["lambda_min_ratio"]["mean"] - 1) <= tol
-            and abs(e["bound_ratio"]["mean"] - 1) <= tol
-        ]
-        per_kind[kind] = min(ok) if ok else None
-    found = [(k, kind) for kind, k in per_kind.items() if k is not None]
-    best = min(found) if found else None
+        ok = sorted((e["k"], deviation(e), kind) for e in sketched if e["kind"] == kind and deviation(e) <= tol)
+        per_kind[kind] = ok[0][0] if ok else None
+        candidates += ok[:1]
+    best = min(candidates) if candidates else None
+    best = (best[0], best[2]) if best else None
     return {
         "tolerance": tol,
-        "rule": "smallest k with |mean lambda_min ratio - 1| <= tol and |mean bound ratio - 1| <= tol",
+        "rule": "smallest k with |mean lambda_min ratio - 1| <= tol and |mean bound ratio - 1| <= tol "
+        "(ties: the kind closest to the dense values)",
         "k": best[0] if best else None,
         "kind": best[1] if best else None,
         "per_kind": per_kind,
