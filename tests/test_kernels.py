@@ -376,3 +376,89 @@ def test_validation_errors():
         NTK(output="nngp")
     with pytest.raises(ValueError, match="pair"):
         fc_relu_kernels(X, out=np.empty((5, 5)))
+
+
+# ------------------------------------------------------------------ extreme magnitudes
+
+
+def _kahan_h1(X, Z):
+    """Slow float64 reference of H1 with Kahan's angle 2 atan2(|u - v|, |u + v|) on unit rows."""
+    out = np.zeros((X.shape[0], Z.shape[0]))
+    for i, x in enumerate(X):
+        for j, z in enumerate(Z):
+            nx, nz = np.linalg.norm(x), np.linalg.norm(z)
+            u, v = x / nx, z / nz
+            th = 2 * math.atan2(np.linalg.norm(u - v), np.linalg.norm(u + v))
+            out[i, j] = nx * nz * math.cos(th) * (math.pi - th) / (2 * math.pi)
+    return out
+
+
+@pytest.mark.parametrize("dtype,exp", [(np.float64, 400), (np.float64, -400), (np.float64, -500),
+                                       (np.float32, 50), (np.float32, -50)])
+def test_kernels_correct_where_norm_products_overflow(dtype, exp):
+    """|x|^2 |z|^2 leaves the dtype's range but the kernel (~|x||z|) does not: H(2^e X) = 4^e H(X)."""
+    X = _rng(7).standard_normal((6, 4))
+    X[3] = 2.0 * X[1]  # parallel
+    X[4] = -X[0]  # opposite
+    Xs = (X * 2.0**exp).astype(dtype)
+    eps = np.finfo(dtype).eps
+    K = two_layer_ntk(Xs).astype(np.float64) / 4.0**exp
+    scale = np.sqrt(np.outer(np.diag(K), np.diag(K)))
+    assert np.all(np.abs(K - _kahan_h1(X, X)) <= 8 * math.sqrt(eps) * scale)
+    ntk, nngp = fc_relu_kernels(Xs, depth=2)
+    ntk0, nngp0 = fc_relu_kernels(X.astype(dtype), depth=2)
+    for a, b in ((ntk, ntk0), (nngp, nngp0)):
+        a = a.astype(np.float64) / 4.0**exp
+        s = np.sqrt(np.outer(np.diag(b), np.diag(b)))
+        assert np.all(np.abs(a - b) <= 8 * math.sqrt(eps) * s)
+
+
+@pytest.mark.parametrize("dtype,exp", [(np.float64, 530), (np.float64, 1000), (np.float32, 70)])
+def test_kernel_of_tiny_against_huge_rows(dtype, exp):
+    """H(2^-e X, 2^e X) = H(X, X) although |x|^2 underflows and |z|^2 overflows."""
+    X = _rng(10).standard_normal((5, 3))
+    eps = np.finfo(dtype).eps
+    K = two_layer_ntk((X * 2.0**-exp).astype(dtype), (X * 2.0**exp).astype(dtype), "both")
+    K0 = two_layer_ntk(X, layers="both")
+    s = np.sqrt(np.outer(np.diag(K0), np.diag(K0)))
+    assert np.all(np.abs(K.astype(np.float64) - K0) <= 8 * math.sqrt(eps) * s)
+
+
+@pytest.mark.parametrize("call", [
+    lambda X: two_layer_ntk(X * 1e160),
+    lambda X: two_layer_ntk(X * 1e150, X * 1e200),
+    lambda X: two_layer_ntk(X * 1e100, layers="both", kappa=1e60),
+    lambda X: fc_relu_kernels(X, depth=3, w_std=1e60),
+    lambda X: fc_relu_kernels(X.astype(np.float32), depth=1, b_std=1e20),
+    lambda X: kernels.two_layer_ntk_diag(X * 1e160),
+    lambda X: kernels.fc_relu_kernels_diag(X, w_out=1e160),
+    lambda X: NTK().matvec(X * 1e160, np.ones(4)),
+])
+def test_unrepresentable_kernel_raises(call):
+    X = _rng(8).standard_normal((4, 3))
+    with pytest.raises(ValueError, match="kernel values overflow the dtype range"):
+        call(X)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [3, 50, 784])
+@pytest.mark.parametrize("fn", ["first", "both", "fc3"])
+def test_duplicate_and_opposite_rows_exact(dtype, d, fn):
+    """Equal rows get theta = 0 exactly, opposite rows pi, whatever the tiling: lambda_min ~ eps."""
+    rng = _rng(9)
+    B = rng.standard_normal((3, d))
+    X = np.concatenate([B, B, B[:1], -B[1:2]]).astype(dtype)  # 8 rows, 3 distinct directions + 1
+    eps = float(np.finfo(dtype).eps)
+    for tile in (None, 1, 3):
+        if fn == "fc3":
+            K = fc_relu_kernels(X, depth=3, b_std=0.2, tile=tile)[0]
+        else:
+            K = two_layer_ntk(X, layers=fn, tile=tile)
+        K = K.astype(np.float64)
+        ev = np.linalg.eigvalsh(K)
+        # 4 exact duplicates -> 4 zero eigenvalues (the opposite row is independent for ReLU)
+        assert np.abs(ev[:4]).max() <= 16 * 8 * eps * np.abs(K).max(), (tile, ev[:5])
+    if fn == "first":
+        Kx = two_layer_ntk(X, X[[0, 1]], tile=1)
+        assert Kx[0, 0] == Kx[3, 0]  # equal rows: identical H1 = |x|^2 / 2 (from the GEMM)
+        assert Kx[7, 1] == 0.0  # opposite rows: theta = pi exactly, H1 = 0

@@ -563,3 +563,21 @@ def test_predict_uses_fitted_configuration(reg_data):
     est.set_params(depth=3, normalize=False)  # takes effect at the next fit, not at predict
     np.testing.assert_array_equal(est.predict(Xs), before)
     assert not np.allclose(est.fit(X, y).predict(Xs), before)
+
+
+@pytest.mark.parametrize("H_scale,y_scale,dtype", [(1e-300, 1e300, np.float64), (1e-200, 1e200, np.float64),
+                                                   (1e-30, 1e30, np.float32)])
+def test_kernel_ridge_fit_unrepresentable_alpha_raises(problem, H_scale, y_scale, dtype):
+    """alpha ~ y / H beyond the dtype's range: a ValueError naming alpha, never NaN / inf."""
+    _, _, y, H, _ = problem
+    with pytest.raises(ValueError, match=r"the solution alpha = \(H \+ ridge I\)\^-1 y overflows"):
+        kernel_ridge_fit((H * H_scale).astype(dtype), y * y_scale)
+
+
+def test_kernel_ridge_fit_extreme_but_representable_alpha(problem):
+    """Scaling H and y by powers of two scales alpha exactly (no spurious overflow error)."""
+    _, _, y, H, _ = problem
+    a = kernel_ridge_fit(H, y, ridge=1e-3)
+    b = kernel_ridge_fit(H * 2.0**-500, y * 2.0**500, ridge=1e-3 * 2.0**-500)
+    np.testing.assert_allclose(b, a * 2.0**1000, rtol=1e-10)
+    assert np.isfinite(b).all()

@@ -476,3 +476,55 @@ def test_error_pca_not_fit():
     with pytest.raises(ValueError, match=r"pca sketch must be fit\(X\) before use"):
         S.matrix()
     assert "fitted=False" in repr(S)
+
+
+# ---------------------------------------------------------------- extreme magnitudes
+@pytest.mark.parametrize("kind", SKETCH_KINDS)
+@pytest.mark.parametrize("dtype,exp", [(torch.float64, 1020), (torch.float64, -1060), (torch.float64, -600),
+                                       (torch.float32, 125), (torch.float32, -140), (torch.float32, -100)])
+def test_renormalize_rows_of_extreme_magnitude(kind, dtype, exp):
+    """Rows of any finite magnitude come back unit-norm, in the direction of the exact sketch."""
+    S = _sketch(kind, d=16, k=16 if kind == "identity" else 5, seed=2, renormalize=True)
+    Xs = torch.ldexp(_data(4, 16, seed=3), torch.tensor(exp)).to(dtype)  # exact unless subnormal
+    Y = S(Xs)
+    assert Y.dtype == dtype
+    # reference: the rows as stored (subnormal rounding included), sketched in float64
+    ref = torch.ldexp(Xs.double(), torch.tensor(-exp)) @ S.matrix().T
+    ref = ref / ref.norm(dim=1, keepdim=True)
+    _close(Y, ref, dtype)
+
+
+@pytest.mark.parametrize("kind", SKETCH_KINDS)
+def test_overflowing_partial_sums_give_the_exact_sketch(kind):
+    """float32 rows near the float32 maximum: partial sums overflow, the result need not."""
+    d = 16
+    S = _sketch(kind, d=d, k=d if kind == "identity" else 4, seed=0)
+    M = S.matrix()
+    signs = torch.where(torch.arange(d) % 3 == 0, 1.0, -1.0).double()
+    X = (signs * 2.0**126)[None, :].to(torch.float32)  # 0.5 * float32 max ~ 1.7e38 per entry
+    exact = X.double() @ M.T
+    big = float(exact.abs().max()) / float(torch.finfo(torch.float32).max)
+    if 0.5 <= big <= 1.0 + 1e-6:
+        return  # at the edge: either answer is right
+    if big < 0.5:
+        Y = S(X)
+        assert Y.dtype == torch.float32 and bool(torch.isfinite(Y).all())
+        # entries cancel: error relative to the input scale |x| ||S||, float32 round-off
+        err = float((Y.double() - exact).abs().max())
+        assert err <= 1e-5 * 2.0**126 * math.sqrt(d) * float(M.abs().max()) * d
+    else:  # the exact sketch is not representable in float32: a ValueError names it
+        with pytest.raises(ValueError, match=rf"the {kind}-sketched X overflows float32"):
+            S(X)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "sparse", "srht"])
+def test_unrepresentable_sketch_raises(kind):
+    S = _sketch(kind, d=8, k=2, seed=0)
+    # x = max * sign(S[0]): (S x)_0 = max * sum_j |S_0j| > max, not representable
+    X = (torch.sign(S.matrix()[0]) * float(torch.finfo(torch.float32).max)).to(torch.float32)[None, :]
+    assert float((X.double() @ S.matrix().T).abs().max()) > 1.01 * float(torch.finfo(torch.float32).max)
+    with pytest.raises(ValueError, match=rf"the {kind}-sketched X overflows float32 \(entries beyond"):
+        S(X)
+    # with renormalize the scale drops out: the same rows are fine
+    Sn = _sketch(kind, d=8, k=2, seed=0, renormalize=True)
+    torch.testing.assert_close(Sn(X).norm(dim=1), torch.ones(1))

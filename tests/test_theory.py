@@ -420,3 +420,63 @@ def test_lambda_max_lanczos_path_matches_dense():
     A = rng.normal(size=(600, 50))
     H = A @ A.T / 50  # n > 256 takes the Lanczos path
     assert lambda_max(H) == pytest.approx(np.linalg.eigvalsh(H)[-1], rel=1e-10)
+
+
+# --------------------------------------------------------------------------------------------
+# extreme magnitudes (entries near the float64 maximum / minimum)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("e", [1000, 1023, -1000, -1040])
+def test_spectra_scale_exactly_to_the_float64_limits(e):
+    """lambda(2^e H) = 2^e lambda(H) for H with entries near the float64 max / min."""
+    X = unit_rows(6, 4, seed=11)
+    H = h1_reference(X)
+    H = H / np.linalg.eigvalsh(H)[-1] * 0.9  # lambda_max = 0.9: 2^1023 * 0.9 is representable
+    Hs = np.ldexp(H, e)  # exact, except for the subnormal rounding of 2^-1040 H
+    ev = np.linalg.eigvalsh(np.ldexp(Hs, -e))  # reference: the matrix as stored, scaled back
+    # round-off, plus rounding the returned (possibly subnormal) eigenvalue to a multiple of 2^-1074
+    tol = 64 * np.finfo(np.float64).eps * ev[-1] + math.ldexp(1.0, -1074 - e)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a PD H: no singular warning at any scale
+        assert abs(np.ldexp(lambda_min(Hs), -e) - ev[0]) <= tol
+    assert abs(np.ldexp(lambda_max(Hs), -e) - ev[-1]) <= tol
+    s = spectrum_summary(Hs)
+    np.testing.assert_allclose(np.ldexp(s["eigenvalues"], -e), ev, rtol=0, atol=tol)
+    assert s["stable_rank"] == pytest.approx(ev.sum() / ev[-1], rel=1e-12)
+    assert s["is_pd"]
+    w, _ = eigh(Hs)
+    np.testing.assert_allclose(np.ldexp(w, -e), ev, rtol=0, atol=tol)
+
+
+def test_lambda_min_near_float64_max_names_overflowing_lambda_max():
+    M = np.finfo(np.float64).max / 1.1
+    H = np.array([[M, M], [M, M]])  # singular; lambda_max = 2M is not representable
+    assert abs(lambda_min(H, warn=False)) <= 4 * np.finfo(np.float64).eps * M
+    with pytest.warns(SingularKernelWarning, match="singular"):
+        lambda_min(H)
+    with pytest.raises(ValueError, match="lambda_max of H is beyond the float64 range"):
+        lambda_max(H)
+    with pytest.raises(ValueError, match="an eigenvalue of H is beyond the float64 range"):
+        spectrum_summary(H)
+
+
+@pytest.mark.parametrize("y_scale", [1e300, 1e-300])
+def test_generalization_bound_with_extreme_labels(y_scale):
+    """value = sqrt(2 y^T H^-1 y / n) is homogeneous in y: finite where representable."""
+    X = unit_rows(8, 5, seed=12)
+    H = h1_reference(X)
+    y = np.random.default_rng(13).standard_normal(8)
+    ref = generalization_bound(H, y)
+    res = generalization_bound(H, y * y_scale)
+    assert res.is_pd and math.isfinite(res.value)
+    assert res.value == pytest.approx(ref.value * y_scale, rel=1e-12)
+    if y_scale > 1:
+        assert res.complexity == math.inf  # ~1e600: beyond float64, documented
+    else:
+        assert res.complexity == pytest.approx(ref.complexity * y_scale**2, rel=1e-12)
+
+
+def test_generalization_bound_unrepresentable_value_raises():
+    X = unit_rows(8, 5, seed=12)
+    H = h1_reference(X) * 1e-300
+    with pytest.raises(ValueError, match="generalization bound .* is beyond the float64 range"):
+        generalization_bound(H, np.ones(8) * 1e300)

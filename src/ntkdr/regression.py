@@ -194,7 +194,8 @@ def kernel_ridge_fit(H: Any, y: Any, ridge: float = 0.0) -> Any:
     ValueError
         If ``H + ridge I`` is not numerically positive definite.  No jitter is added
         silently: with ``ridge == 0`` the message asks for ``ridge > 0`` (a singular
-        ``H`` arises e.g. from duplicate or parallel inputs).
+        ``H`` arises e.g. from duplicate or parallel inputs).  Also if ``alpha`` is not
+        representable in ``H``'s dtype (overflow for ``H`` tiny against ``y``).
     """
     Ht, was_numpy = _square(H, "H")
     ridge = check_real(ridge, "ridge", min_value=0.0)
@@ -221,7 +222,15 @@ def kernel_ridge_fit(H: Any, y: Any, ridge: float = 0.0) -> Any:
     alpha = torch.cholesky_solve(y2, L)
     if squeeze:
         alpha = alpha[:, 0]
-    return to_output(alpha.to(Ht.dtype), was_numpy)
+    alpha = alpha.to(Ht.dtype)
+    if not bool(torch.isfinite(alpha).all()):
+        # H tiny against y (e.g. 1e-300 vs 1e300), or a float64 solution beyond H's dtype range
+        raise ValueError(
+            f"the solution alpha = (H + ridge I)^-1 y overflows {str(Ht.dtype).replace('torch.', '')} "
+            f"(max |y| = {float(y2.abs().max()):.3g}, max |H| = {float(Ht.abs().max()):.3g}, "
+            f"ridge = {ridge:g}); rescale H or y, or increase ridge"
+        )
+    return to_output(alpha, was_numpy)
 
 
 def kernel_predict(H_test_train: Any, alpha: Any) -> Any:

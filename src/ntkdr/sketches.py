@@ -60,8 +60,14 @@ construction used by :meth:`Sketch.matrix` and by the tests as the reference):
   applies in row batches of ``batch_size`` (default: as many rows as keep the per-batch
   workspace under 2**24 elements), and returns the caller's array kind, dtype and device.
 * ``renormalize=True`` rescales every output row to unit norm (the analysis assumes
-  ``|x| = 1``); a row that sketches to zero raises ``ValueError``.  ``matrix()`` ignores
+  ``|x| = 1``); a row that sketches to zero raises ``ValueError``.  Rows of any finite
+  magnitude (1e308 or subnormal) come back unit-norm, to the dtype's precision (rows whose
+  sketch is near-subnormal are sketched again from power-of-two-scaled rows).  ``matrix()`` ignores
   ``renormalize`` (the map is then no longer linear).
+* Extreme magnitudes: if the product overflows for a finite X (partial sums near the dtype's
+  maximum), the rows are rescaled by powers of two (exact), sketched and scaled back; the
+  result is the same map to round-off.  If the exact result is not representable a
+  ``ValueError`` says so.  The check costs one sum over the (n, k) output.
 * Gradients flow through ``__call__`` when X requires them.
 """
 from __future__ import annotations
@@ -109,6 +115,25 @@ _FWHT_KERNEL = 16
 
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(seed)
+
+
+def _pow2_exponents(X: torch.Tensor) -> torch.Tensor:
+    """Per-row ``e`` with ``max_k |X_ik| = f 2^e``, ``f`` in [0.5, 1) (0 for zero rows), shape (n, 1)."""
+    return torch.frexp(X.detach().abs().amax(dim=1, keepdim=True)).exponent
+
+
+def _precise_floor(dtype: torch.dtype) -> float:
+    """``tiny / eps``: a row whose largest entry is below it may carry subnormal rounding
+    (or underflow to 0) at more than the eps level."""
+    fi = torch.finfo(dtype)
+    return fi.tiny / fi.eps
+
+
+def _ldexp(X: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """``X * 2^e`` exactly (up to under/overflow of the result), in two half steps so that no
+    factor ``2^e`` itself leaves the dtype's range (|e| reaches 1074 + 1024 in float64)."""
+    h = torch.div(e, 2, rounding_mode="floor")
+    return torch.ldexp(torch.ldexp(X, h), e - h)
 
 
 class Sketch:
@@ -204,10 +229,48 @@ class Sketch:
         self._check_ready()
         t, was_numpy = self._validate_X(X)
         out = self._transform(t)
+        # One cheap reduction (isfinite(...).all() costs ~15x more): a finite sum proves every
+        # entry finite; a sum that overflows with finite entries only costs the slow path.
+        if not bool(torch.isfinite(out.detach().sum())):
+            # renormalize: the row scale drops out, so the scaled rows need no undoing
+            out = self._transform_scaled(t, undo=not self.renormalize)
         if self.renormalize:
-            check_nonzero_rows(out, f"the {self.kind}-sketched X")
+            # Rows that sketched to (nearly) subnormal values lost precision, or to 0 by
+            # underflow: sketch them again from rows scaled up by a power of two (the scale
+            # drops out of the direction).  Rows of exact zeros stay zero and are reported.
+            m = out.detach().abs().amax(dim=1, keepdim=True)
+            if bool((m < _precise_floor(out.dtype)).any()):
+                out = self._transform_scaled(t, undo=False)
+                m = out.detach().abs().amax(dim=1, keepdim=True)
+            if bool((m == 0).any()):
+                check_nonzero_rows(out, f"the {self.kind}-sketched X")
+            e = torch.frexp(m).exponent
+            # Rows scaled by a power of two near their largest entry (exact) first, so that the
+            # norm neither overflows (|x| ~ 1e308) nor underflows (1e-310, or 1e-30 in float32).
+            out = _ldexp(out, -e)
             out = out / torch.linalg.vector_norm(out, dim=1, keepdim=True)
         return to_output(out, was_numpy)
+
+    def _transform_scaled(self, X: torch.Tensor, undo: bool = True) -> torch.Tensor:
+        """Apply the map to rows scaled to max |entry| in [0.5, 1) by powers of two, then undo.
+
+        Only used when the direct product is not finite (the input is finite, so partial sums
+        overflowed) or, with ``renormalize``, when rows sketched to (near-)subnormal values.
+        The scaling is exact, so the result is the same map to round-off; if it still
+        overflows, the exact result is not representable.  ``undo=False`` returns the sketch of
+        the scaled rows (for ``renormalize``, where the row scale drops out).
+        """
+        e = _pow2_exponents(X)
+        out = self._transform(_ldexp(X, -e))
+        if undo:
+            out = _ldexp(out, e)
+        if not bool(torch.isfinite(out).all()):
+            fi = torch.finfo(out.dtype)
+            raise ValueError(
+                f"the {self.kind}-sketched X overflows {str(out.dtype).replace('torch.', '')} "
+                f"(entries beyond {fi.max:.3g}); rescale X or use float64"
+            )
+        return out
 
     def matrix(self, dtype: Any = torch.float64, device: Any = None) -> torch.Tensor:
         """The explicit k x d matrix ``S`` (a fresh tensor), so that ``S(X) == X @ S.T``.

@@ -106,7 +106,10 @@ def _as_gram(H: Any, name: str = "H") -> tuple[torch.Tensor, bool, torch.dtype]:
             f"{_SYM_RTOL[in_dtype]:g} * max |{name}| = {_SYM_RTOL[in_dtype] * scale:.3g} ({in_dtype})"
         )
     H64 = t.to(torch.float64)
-    H64 = 0.5 * (H64 + H64.T)
+    if scale <= torch.finfo(torch.float64).max / 2:
+        H64 = 0.5 * (H64 + H64.T)
+    else:  # H + H^T would overflow; halving first is exact there (no subnormals involved)
+        H64 = 0.5 * H64 + 0.5 * H64.T
     return H64, was_numpy, in_dtype
 
 
@@ -115,8 +118,62 @@ def _zero_tol(lmax: float, n: int, dtype: torch.dtype) -> float:
     return n * float(torch.finfo(dtype).eps) * abs(lmax)
 
 
+# Outside 2^-256 <= max |H| <= 2^256 the eigen-solvers are fed H scaled by a power of two
+# (exact) and the eigenvalues scaled back where representable: eigenvalues reach n max |H|, so
+# near the float64 maximum the solvers return inf (and the zero tolerance n eps lambda_max
+# with it), while the scaled problem decides "numerically singular" correctly.  (The scipy
+# "leading minor of order 2 of B is not positive definite" error near the maximum came from
+# inf entries of the overflowing symmetrisation 0.5 (H + H^T), fixed in _as_gram.)  Inside the
+# range -- LAPACK ?syevr's own safe range for the norm -- H is passed through without a copy.
+_SAFE_EXP = 256
+
+
+def _pow2_scaled(H64: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``(H64 * 2^-e, e)`` with ``max |H64 2^-e|`` in [0.5, 1), or ``(H64, 0)`` inside the safe range."""
+    m = float(H64.abs().max()) if H64.numel() else 0.0
+    e = math.frexp(m)[1]
+    if m == 0.0 or -_SAFE_EXP <= e <= _SAFE_EXP:
+        return H64, 0
+    return _times_pow2(H64, -e), e
+
+
+def _unscale(v: float, e: int) -> float:
+    """``v * 2^e`` as a float, +-inf where it leaves the float64 range."""
+    try:
+        return math.ldexp(v, e)
+    except OverflowError:
+        return math.copysign(math.inf, v)
+
+
+def _overflow(what: str, value_s: float, e: int) -> ValueError:
+    return ValueError(
+        f"{what} of H is beyond the float64 range (about {value_s:.6g} * 2^{e}); rescale H"
+    )
+
+
+def _max_exponent(T: torch.Tensor) -> int:
+    """``e`` with ``max |T| = f 2^e``, ``f`` in [0.5, 1); 0 for an all-zero (or non-finite) T."""
+    m = float(T.abs().max()) if T.numel() else 0.0
+    return math.frexp(m)[1] if math.isfinite(m) else 0
+
+
+def _times_pow2(T: torch.Tensor, e: int) -> torch.Tensor:
+    """``T * 2^e``, exact, in two half steps (``2^e`` alone may leave the float64 range)."""
+    h = e // 2
+    return T * math.ldexp(1.0, h) * math.ldexp(1.0, e - h)
+
+
+def _ldexp_checked(v: torch.Tensor, e: int, what: str) -> torch.Tensor:
+    """``v * 2^e`` (float64 tensor); ``ValueError`` if an entry leaves the float64 range."""
+    out = _times_pow2(v, e)
+    bad = ~torch.isfinite(out)
+    if bool(bad.any()):
+        raise _overflow(what, float(v[bad][0]), e)
+    return out
+
+
 def _eigvalsh64(H64: torch.Tensor) -> np.ndarray:
-    """All eigenvalues, ascending, float64 numpy (one tridiagonalisation)."""
+    """All eigenvalues, ascending, float64 numpy (one tridiagonalisation); H64 pre-scaled."""
     if H64.device.type == "cpu":
         return scipy.linalg.eigh(
             H64.numpy(), eigvals_only=True, driver="evr", check_finite=False
@@ -144,7 +201,11 @@ def _extreme64(H64: torch.Tensor, which: str) -> float:
     return float(ev[0] if which == "min" else ev[-1])
 
 
-def _singular_message(lmin: float, lmax: float, tol: float, name: str = "H") -> str | None:
+def _singular_message(lmin: float, lmax: float, tol: float, name: str = "H", e: int = 0) -> str | None:
+    """The warning for ``lmin <= tol``; arguments in units of ``2^e`` (printed scaled back)."""
+    if lmin > tol:
+        return None
+    lmin, lmax, tol = _unscale(lmin, e), _unscale(lmax, e), _unscale(tol, e)
     if lmin <= 0:
         return (
             f"{name} is singular or indefinite: lambda_min = {lmin:.3e} <= 0 "
@@ -172,7 +233,10 @@ def eigh(H: Any) -> tuple[Any, Any]:
     t_in, was_numpy = as_matrix(H, "H")  # for the output dtype / device
     t_in = t_in.detach()
     H64, _, _ = _as_gram(t_in, "H")
-    evals, evecs = torch.linalg.eigh(H64)
+    Hs, e = _pow2_scaled(H64)
+    evals, evecs = torch.linalg.eigh(Hs)
+    if e:
+        evals = _ldexp_checked(evals, e, "an eigenvalue")
     return (
         to_output(evals.to(t_in.dtype), was_numpy),
         to_output(evecs.to(t_in.dtype), was_numpy),
@@ -187,12 +251,18 @@ def lambda_min(H: Any, *, warn: bool = True) -> float:
     :class:`SingularKernelWarning` is emitted when ``lambda_min <= 0`` or
     ``lambda_min <= n * eps(dtype) * lambda_max`` (numerically zero; this costs a second,
     equally cheap, eigenvalue call) -- for the NTK this happens when two inputs are parallel.
+    An ``H`` with entries beyond ``2^+-256`` is scaled by a power of two (exact) for the solver;
+    ``ValueError`` if ``lambda_min`` itself is beyond the float64 range.
     """
     H64, _, dtype = _as_gram(H)
-    lmin = _extreme64(H64, "min")
-    if warn:
-        lmax = _extreme64(H64, "max")
-        msg = _singular_message(lmin, lmax, _zero_tol(lmax, H64.shape[0], dtype))
+    Hs, e = _pow2_scaled(H64)
+    lmin_s = _extreme64(Hs, "min")
+    lmin = _unscale(lmin_s, e)
+    if not math.isfinite(lmin):
+        raise _overflow("lambda_min", lmin_s, e)
+    if warn:  # decided in the scaled units: lambda_max may itself exceed the float64 range
+        lmax_s = _extreme64(Hs, "max")
+        msg = _singular_message(lmin_s, lmax_s, _zero_tol(lmax_s, H64.shape[0], dtype), e=e)
         if msg:
             warnings.warn(msg, SingularKernelWarning, stacklevel=2)
     return lmin
@@ -201,7 +271,12 @@ def lambda_min(H: Any, *, warn: bool = True) -> float:
 def lambda_max(H: Any) -> float:
     """Largest eigenvalue of the symmetric matrix ``H`` (float64 computation), as a float."""
     H64, _, _ = _as_gram(H)
-    return _extreme64(H64, "max")
+    Hs, e = _pow2_scaled(H64)
+    lmax_s = _extreme64(Hs, "max")
+    lmax = _unscale(lmax_s, e)
+    if not math.isfinite(lmax):
+        raise _overflow("lambda_max", lmax_s, e)
+    return lmax
 
 
 def spectrum_summary(H: Any) -> dict[str, Any]:
@@ -216,10 +291,12 @@ def spectrum_summary(H: Any) -> dict[str, Any]:
     """
     H64, _, dtype = _as_gram(H)
     n = H64.shape[0]
-    ev = _eigvalsh64(H64)
+    Hs, e = _pow2_scaled(H64)
+    ev_s = _eigvalsh64(Hs)
+    ev = _ldexp_checked(torch.from_numpy(ev_s), e, "an eigenvalue").numpy()
     lmin, lmax = float(ev[0]), float(ev[-1])
     tol = _zero_tol(lmax, n, dtype)
-    a = np.abs(ev)
+    a = np.abs(ev_s)  # the ratios below are scale-free: take them in the scaled units
     total = float(a.sum())
     if total > 0:
         p = a[a > 0] / total
@@ -235,7 +312,7 @@ def spectrum_summary(H: Any) -> dict[str, Any]:
         "zero_tol": tol,
         "numerical_rank": int((ev > tol).sum()),
         "effective_rank": eff,
-        "stable_rank": float(ev.sum()) / lmax if lmax > 0 else 0.0,
+        "stable_rank": float(ev_s.sum()) / float(ev_s[-1]) if lmax > 0 else 0.0,
         "is_pd": bool(lmin > tol),
     }
 
@@ -251,7 +328,8 @@ class BoundResult:
     ----------
     value:      ``sqrt(2 * complexity / n)`` -- the data-dependent term of Arora et al. Thm 5.1;
                 ``inf`` when ``H`` is not numerically positive definite.
-    complexity: ``y^T H^-1 y`` (summed over outputs for 2-D ``y``); ``inf`` when not PD.
+    complexity: ``y^T H^-1 y`` (summed over outputs for 2-D ``y``); ``inf`` when not PD (or when it
+                exceeds the float64 range although ``value`` does not, e.g. ``y ~ 1e300``).
     extra:      ``sqrt(max(log(n / (lambda0 * delta)), 0) / n)``, the confidence term (constant 1);
                 ``inf`` when ``lambda0 <= 0``.
     total:      ``value + extra``.
@@ -295,7 +373,8 @@ def generalization_bound(H: Any, y: Any, delta: float = 0.05, *, eigenvalues: An
     ``y`` is ``(n,)`` or ``(n, c)``; for multi-output ``y`` the complexity is
     ``sum_c y_c^T H^-1 y_c`` (the bound for a vector-valued output with the per-coordinate
     network sharing ``H``).  ``y^T H^-1 y`` is computed as ``||L^-1 y||^2`` with the float64
-    Cholesky factor ``H = L L^T``.  **No jitter is ever added**: if the Cholesky factorisation
+    Cholesky factor ``H = L L^T``, and ``value`` as ``sqrt(2 / n) ||L^-1 y||`` with ``y`` scaled
+    by a power of two, so it is finite whenever representable (``ValueError`` otherwise).  **No jitter is ever added**: if the Cholesky factorisation
     fails or ``lambda_min(H) <= n * eps(dtype) * lambda_max(H)``, ``H`` is reported as not
     numerically positive definite -- ``is_pd=False``, ``value = complexity = inf``, a
     :class:`SingularKernelWarning` is emitted and ``message`` gives ``lambda_min``.  (Duplicate
@@ -311,7 +390,11 @@ def generalization_bound(H: Any, y: Any, delta: float = 0.05, *, eigenvalues: An
     n_out = Y.shape[1]
 
     # Callers that already hold the spectrum (e.g. for a plot) pass it to skip a second O(n^3) solve.
-    ev = torch.as_tensor(_eigvalsh64(H64) if eigenvalues is None else eigenvalues, dtype=torch.float64).flatten()
+    if eigenvalues is None:
+        Hs, e = _pow2_scaled(H64)
+        ev = _ldexp_checked(torch.from_numpy(_eigvalsh64(Hs)), e, "an eigenvalue")
+    else:
+        ev = torch.as_tensor(eigenvalues, dtype=torch.float64).flatten()
     if ev.numel() != n:
         raise ValueError(f"eigenvalues must hold the {n} eigenvalues of H, got {ev.numel()}")
     lmin, lmax = float(ev.min()), float(ev.max())
@@ -332,9 +415,19 @@ def generalization_bound(H: Any, y: Any, delta: float = 0.05, *, eigenvalues: An
         extra = math.inf
 
     if is_pd:
-        Z = torch.linalg.solve_triangular(L, Y, upper=False)
-        complexity = float((Z * Z).sum())
-        value = math.sqrt(2.0 * complexity / n)
+        # value = sqrt(2 / n) ||L^-1 y|| with y and Z = L^-1 y scaled by powers of two (exact),
+        # so that neither y^T H^-1 y nor ||Z||^2 overflows while the value is representable.
+        ey = _max_exponent(Y)
+        Zs = torch.linalg.solve_triangular(L, _times_pow2(Y, -ey), upper=False)
+        ez = _max_exponent(Zs)
+        zn = float(torch.linalg.vector_norm(_times_pow2(Zs, -ez)))
+        value = _unscale(math.sqrt(2.0 / n) * zn, ey + ez)
+        if not math.isfinite(value):
+            raise ValueError(
+                f"the generalization bound sqrt(2 y^T H^-1 y / n) is beyond the float64 range "
+                f"(max |y| = {float(Y.abs().max()):.3g}, lambda_min(H) = {lmin:.3g}); rescale y or H"
+            )
+        complexity = _unscale(zn * zn, 2 * (ey + ez))  # may exceed float64 (inf) though value does not
         total = value + extra
         message = (
             f"generalization bound sqrt(2 y^T H^-1 y / n) = {value:.4g} "
