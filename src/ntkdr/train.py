@@ -64,16 +64,12 @@ world size; another world size continues up to round-off).  ``History.wall_time`
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
-import math
 import os
 import statistics
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field, fields
 from numbers import Real
 from typing import Any, Callable
 
@@ -82,24 +78,29 @@ import torch
 from torch import nn
 
 from . import distributed as D
+
+# History / checkpoints, collectives, closed-form gradients and step-size rules live in their
+# own modules; the public names are re-exported here (``ntkdr.train.History`` etc.).
+from .collectives import _Comm
+from .gradients import _ClosedFormGrads, _is_two_layer, _sketch_trained
+from .history import (
+    _NAN,
+    CHECKPOINT_FORMAT,
+    HISTORY_SCHEMA,
+    History,
+    _atomic_save,
+    _check_resume_config,
+    _load_checkpoint,
+    _truncate_history,
+)
+from .stepsize import ADAM_DEFAULT_LR, LR_RULES, _empirical_kernel, _resolve_lr, _resume_lr
 from .validation import as_labels, as_matrix, check_choice, check_int, check_real
 
 __all__ = ["History", "fit", "time_gd_step", "OPTIMIZERS", "LR_RULES", "CHECKPOINT_FORMAT"]
 
 OPTIMIZERS = ("gd", "sgd", "adam")
 GRAD_METHODS = ("auto", "closed_form", "autograd")
-CHECKPOINT_FORMAT = "ntkdr.train.checkpoint/1"
-HISTORY_SCHEMA = "ntkdr.train.History/1"
-ADAM_DEFAULT_LR = 1e-3
 
-LR_RULES = {
-    "ntk": "1/lambda_max(empirical NTK at init)",
-    "theory": "lambda_0/n^2, lambda_0 = lambda_min(H1(features)) (Du et al. 2019, Thm 4.1)",
-    "adam": "torch.optim.Adam default 1e-3 (lr=None; the NTK step size does not apply to Adam)",
-    "user": "user",
-}
-
-_NAN = float("nan")
 # CPU column blocks of the closed-form step: an (n x block) slab of F W^T of about this many
 # bytes stays in the per-core cache between the GEMM and the elementwise passes.
 _BLOCK_BYTES = 1 << 20
@@ -108,115 +109,12 @@ _MIN_BLOCK = 64
 _DEFAULT_DRIFT_MAX_N = 5000
 
 
-# ============================================================================ History
-@dataclass
-class History:
-    """What :func:`fit` measured.  Per-step lists are aligned with ``step``.
-
-    ``train_loss`` is ``1/2 sum_i ||y_i - f(x_i)||^2`` on the full training set, for the model
-    *before* the update of that step (``step[0] = 0`` is the initial model, the last entry the
-    final one).  ``test_loss`` uses the same summed formula on the test set (divide by the test
-    size for the mean); ``test_accuracy`` is the sign agreement for +-1 labels, the argmax
-    agreement for one-hot labels, and empty for other targets.  The weight / pattern / kernel
-    lists are filled for :class:`~ntkdr.models.TwoLayerReLU` only (empty otherwise);
-    ``ntk_drift`` is NaN at steps where it was not computed.  ``wall_time`` is the cumulative
-    time spent in training steps (tracking excluded), ``seconds_per_step`` its mean per step.
-    ``initial_outputs`` are the outputs ``u0`` on the training set at initialisation (what
-    :func:`ntkdr.theory.predicted_trajectory` needs as ``u0``).
-    """
-
-    step: list = field(default_factory=list)
-    train_loss: list = field(default_factory=list)
-    test_loss: list = field(default_factory=list)
-    test_accuracy: list = field(default_factory=list)
-    weight_change_fro: list = field(default_factory=list)
-    weight_change_max_row: list = field(default_factory=list)
-    pattern_flip_fraction: list = field(default_factory=list)
-    ntk_drift: list = field(default_factory=list)
-    wall_time: list = field(default_factory=list)
-    lr: float = _NAN
-    lr_rule: str = ""
-    optimizer: str = "gd"
-    batch_size: int = 0
-    seed: int = 0
-    steps: int = 0
-    seconds_per_step: float = _NAN
-    initial_outputs: list = field(default_factory=list)
-    grad: str = ""
-    n_train: int = 0
-    dtype: str = ""
-    stopped_early: bool = False
-
-    _LISTS = (
-        "step", "train_loss", "test_loss", "test_accuracy", "weight_change_fro",
-        "weight_change_max_row", "pattern_flip_fraction", "ntk_drift", "wall_time",
-    )
-
-    def __len__(self) -> int:
-        return len(self.step)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (NaN becomes ``None``); inverse of :meth:`from_dict`."""
-        out: dict[str, Any] = {"schema": HISTORY_SCHEMA}
-        for f in fields(self):
-            out[f.name] = _jsonable(getattr(self, f.name))
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "History":
-        if not isinstance(data, dict):
-            raise ValueError(f"History.from_dict needs a dict, got {type(data).__name__}")
-        schema = data.get("schema", HISTORY_SCHEMA)
-        if schema != HISTORY_SCHEMA:
-            raise ValueError(f"unsupported History schema {schema!r}; expected {HISTORY_SCHEMA!r}")
-        names = {f.name for f in fields(cls)}
-        kwargs = {}
-        for key, value in data.items():
-            if key == "schema":
-                continue
-            if key not in names:
-                raise ValueError(f"unknown History field {key!r}")
-            kwargs[key] = _from_json(value)
-        h = cls(**kwargs)
-        h.step = [int(s) for s in h.step]
-        return h
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float):
-        return None if math.isnan(v) else v
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (np.floating, np.integer)):
-        return _jsonable(v.item())
-    return v
-
-
-def _from_json(v: Any) -> Any:
-    if v is None:
-        return _NAN
-    if isinstance(v, list):
-        return [_from_json(x) for x in v]
-    return v
-
-
 # ============================================================================ helpers
-def _is_two_layer(model: nn.Module) -> bool:
-    from .models import TwoLayerReLU
-
-    return isinstance(model, TwoLayerReLU)
-
-
 def _model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
     for t in list(model.parameters()) + list(model.buffers()):
         if t.is_floating_point():
             return t.dtype, t.device
     return torch.float32, torch.device("cpu")
-
-
-def _sketch_trained(model: nn.Module) -> bool:
-    S = getattr(model, "S", None)
-    return isinstance(S, nn.Parameter) and S.requires_grad
 
 
 def _fingerprint(*tensors: torch.Tensor) -> str:
@@ -241,22 +139,6 @@ def _spectral_norm_sym(D: torch.Tensor) -> float:
         return float(abs(val[0]))
     ev = torch.linalg.eigvalsh(D64)
     return float(ev.abs().max())
-
-
-def _atomic_save(obj: Any, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):  # the temporary may already be gone
-            os.unlink(tmp)
-        raise
 
 
 def _accuracy_kind(y: torch.Tensor) -> str | None:
@@ -298,131 +180,8 @@ def _sel_len(sel: Any, n: int) -> int:
     return int(sel.numel())
 
 
-# ============================================================================ data parallelism
-class _Comm:
-    """Collectives of one data-parallel :func:`fit` over the default process group.
-
-    Scalars (losses, counts) travel as float64 whatever the model dtype, so integer counts
-    stay exact and per-shard partial sums lose nothing before they are added."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.rank, self.world = D.rank(), D.world_size()
-        backend = str(torch.distributed.get_backend())
-        if backend == "nccl" and device.type != "cuda":
-            raise ValueError(f"the process group uses NCCL but the model is on {device}; use gloo for CPU models")
-        self.device = device
-
-    def shard(self, n: int) -> slice:
-        return D.shard_slice(n, self.rank, self.world)
-
-    def scalars(self, *values: float) -> list[float]:
-        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self.device)
-        D.all_reduce_sum(t)
-        return t.tolist()
-
-    def any(self, flag: bool) -> bool:
-        return self.scalars(1.0 if flag else 0.0)[0] > 0
-
-    def sum_grads(self, params: list[torch.Tensor]) -> None:
-        """All-reduce the ``.grad`` of ``params`` in place (one collective)."""
-        grads = [p.grad for p in params]
-        if len(grads) == 1:
-            D.all_reduce_sum(grads[0])
-            return
-        flat = D.all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]))
-        off = 0
-        for g in grads:
-            g.copy_(flat[off : off + g.numel()].view_as(g))
-            off += g.numel()
-
-    def gather_rows(self, local: torch.Tensor, n: int, sl: slice) -> torch.Tensor:
-        """The ``(n, ...)`` tensor whose rows ``sl`` are ``local`` on each rank (exact: the
-        other ranks contribute zeros to the sum)."""
-        out = torch.zeros((n,) + tuple(local.shape[1:]), dtype=local.dtype, device=local.device)
-        out[sl] = local
-        return D.all_reduce_sum(out)
-
-    def broadcast_params(self, model: nn.Module) -> None:
-        """Rank 0's parameters and buffers on every rank (a guard: inits are seeded alike)."""
-        with torch.no_grad():
-            for t in model.state_dict().values():
-                if isinstance(t, torch.Tensor):
-                    torch.distributed.broadcast(t, src=0)
-
-    def check_same(self, fingerprint: str) -> None:
-        """Raise (on every rank) unless all ranks passed the same data (same ``fingerprint``)."""
-        h = int(hashlib.sha256(fingerprint.encode()).hexdigest()[:15], 16)
-        t = torch.tensor([h, -h], dtype=torch.int64, device=self.device)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        if int(t[0]) != h or int(t[1]) != -h:
-            raise ValueError(
-                "distributed fit: X / y differ between ranks; pass the same full training set on "
-                "every rank (fit shards it itself)"
-            )
-
-    def root_call(self, fn: Callable[[], tuple[Any, Any]]) -> tuple[Any, Any]:
-        """Run ``fn() -> (public, private)`` on rank 0 only; every rank gets ``public``, rank 0
-        also ``private`` (others None).  An exception on rank 0 is raised on every rank."""
-        public = private = None
-        err = None
-        if self.rank == 0:
-            try:
-                public, private = fn()
-            except Exception as exc:  # re-raised below, after the other ranks have heard of it
-                err = exc
-        box = D.broadcast_object(("err", type(err).__name__, str(err)) if err is not None else ("ok", public))
-        if err is not None:
-            raise err
-        if box[0] == "err":
-            cls = ValueError if box[1] == "ValueError" else RuntimeError
-            raise cls(f"rank 0 failed: {box[2]}")
-        return box[1], private
-
-
-# ============================================================================ two-layer kernels
-def _two_layer_block_ntk(model: nn.Module, F: torch.Tensor) -> torch.Tensor:
-    """Output-averaged empirical NTK of a multi-output TwoLayerReLU (fixed sketch):
-    ``(1/c) sum_c Theta^{cc} = (F F^T) o (A diag(mean_c a_rc^2) A^T) / m [+ R R^T / m]``.
-
-    With ``a_rc = +-1`` (the init, and whenever a is not trained) every diagonal block
-    ``Theta^{cc}`` equals this matrix; the cross-output blocks are ``O(1/sqrt(m))``.
-    """
-    W, a, m = model.W.detach(), model.a.detach(), model.m
-    P = F @ W.T
-    A = (P >= 0).to(P.dtype)
-    K = torch.zeros(F.shape[0], F.shape[0], dtype=F.dtype, device=F.device)
-    if model.W.requires_grad:
-        a2 = (a * a).mean(dim=1) if a.ndim == 2 else a * a
-        K = (A * a2) @ A.T
-        K.mul_(F @ F.T).mul_(1.0 / m)
-    if isinstance(model.a, nn.Parameter) and model.a.requires_grad:
-        R = P.clamp_min_(0)
-        K.addmm_(R, R.T, alpha=1.0 / m)
-    return K
-
-
-def _empirical_kernel(model: nn.Module, X: torch.Tensor, F: torch.Tensor | None) -> torch.Tensor:
-    """Empirical NTK on the training set, as an ``(N, N)`` symmetric matrix.
-
-    Single-output models: :func:`ntkdr.empirical.ntk` (closed form for TwoLayerReLU).
-    Multi-output TwoLayerReLU with a fixed sketch: the per-output block (see
-    :func:`_two_layer_block_ntk`).  Other multi-output modules: the full ``(n c, n c)`` kernel.
-    """
-    from .empirical import ntk
-
-    with torch.no_grad():
-        if _is_two_layer(model) and model.out_dim > 1 and not _sketch_trained(model):
-            return _two_layer_block_ntk(model, F if F is not None else model.features(X))
-        K = ntk(model, X)
-    K = torch.as_tensor(K)
-    if K.ndim == 4:  # (n, n, c, c) -> (n c, n c)
-        n, _, c, _ = K.shape
-        K = K.permute(0, 2, 1, 3).reshape(n * c, n * c)
-    return K
-
-
 # ============================================================================ the trainer
-class _Trainer:
+class _Trainer(_ClosedFormGrads):
     """State and mechanics of one training run (shared by :func:`fit` and :func:`time_gd_step`)."""
 
     def __init__(self, model, X, y, optimizer, batch_size, lr_value, seed, grad, F=None, comm=None):
@@ -471,24 +230,7 @@ class _Trainer:
         self.batch_pos = 0
 
     # ---------------------------------------------------------------- closed form
-    def _closed_form_applicable(self) -> bool:
-        m = self.model
-        if _sketch_trained(m) or not m.W.requires_grad:
-            return False
-        allowed = {id(m.W), id(m.a)}
-        if any(id(p) not in allowed for p in self.params):
-            return False
-        # Guard against a forward that differs from f = relu(F W^T) a / sqrt(m).
-        with torch.no_grad():
-            Fb = self.F[: min(self.n, 64)]
-            ref = m.forward_features(Fb)
-            mine = torch.relu(Fb @ m.W.T) @ m.a * (1.0 / math.sqrt(m.m))
-        if ref.shape != mine.shape:
-            return False
-        tol = 1e-4 if mine.dtype == torch.float32 else 1e-10
-        scale = float(ref.abs().max()) + 1.0
-        return bool((ref - mine).abs().max() <= tol * scale)
-
+    # The blocked closed-form passes are in ntkdr.gradients; the block width is chosen here.
     def _block(self, n: int) -> int:
         """Neurons per column block: the ``n x block`` slab of ``F W^T`` stays in cache (CPU).
 
@@ -500,108 +242,6 @@ class _Trainer:
         cb = _BLOCK_BYTES // max(1, n * elt)
         cb = max(_MIN_BLOCK, (cb // 64) * 64)
         return min(M, cb)
-
-    def _slab(self, n: int, c: int) -> torch.Tensor:
-        """A contiguous ``(n, c)`` scratch tensor, reused between steps."""
-        need = n * c
-        if self._scratch is None or self._scratch.numel() < need:
-            self._scratch = torch.empty(need, dtype=self.X.dtype, device=self.X.device)
-        return self._scratch[:need].view(n, c)
-
-    def _pass1(self, Fb: torch.Tensor, mask0: torch.Tensor | None, keep_masks: bool):
-        """Outputs ``u = relu(F W^T) a / sqrt(m)`` block by block (no ``n x m`` temporary).
-
-        Returns ``(u, masks, flips, seconds spent on flips)``; ``masks`` are the per-block
-        ``1[P > 0]`` (bool) when ``keep_masks``; ``flips`` the number of entries of ``1[P >= 0]``
-        that differ from ``mask0`` (when given; a float, exact below 2^53)."""
-        m = self.model
-        W, a = m.W.detach(), m.a.detach()
-        n, M = Fb.shape[0], m.m
-        cb = self._block(n)
-        u = torch.zeros((n,) + tuple(a.shape[1:]), dtype=Fb.dtype, device=Fb.device)
-        masks = []
-        n_flip = 0 if mask0 is None else torch.zeros((), dtype=torch.int64, device=Fb.device)
-        t_flip = 0.0
-        for s in range(0, M, cb):
-            c = min(cb, M - s)
-            P = self._slab(n, c)
-            torch.mm(Fb, W[s : s + c].T, out=P)
-            if mask0 is not None:
-                t0 = time.perf_counter()
-                n_flip += ((P >= 0) != mask0[:, s : s + c]).sum()
-                t_flip += time.perf_counter() - t0
-            if keep_masks:
-                masks.append(P > 0)
-            P.clamp_min_(0)
-            if a.ndim == 1:
-                u.addmv_(P, a[s : s + c])
-            else:
-                u.addmm_(P, a[s : s + c])
-        u.mul_(1.0 / math.sqrt(M))
-        flips = None
-        if mask0 is not None:
-            t0 = time.perf_counter()
-            flips = float(n_flip)
-            t_flip += time.perf_counter() - t0
-        return u, masks, flips, t_flip
-
-    def _closed_grads(self, Fb: torch.Tensor, yb: torch.Tensor, mask0: torch.Tensor | None):
-        """Closed-form batch loss and gradients (into ``.grad``).
-
-        With ``M = 1[F W^T > 0]`` and ``r = u - y``:  ``dL/dW = diag(a / sqrt m) M^T (r o F)``
-        for one output (``((r a^T / sqrt m) o M)^T F`` for several) and
-        ``dL/da = relu(F W^T)^T r / sqrt m``.  Two passes over column blocks of neurons: the
-        first forms ``u`` and keeps the masks as bits, the second the gradient blocks; each
-        ``n x block`` slab is reused from cache, so the elementwise work costs no extra trips
-        to memory.  Returns ``(loss, flip count, seconds spent on flips)``."""
-        m = self.model
-        W, a = m.W.detach(), m.a.detach()
-        train_a = isinstance(m.a, nn.Parameter) and m.a.requires_grad
-        n, M = Fb.shape[0], m.m
-        inv = 1.0 / math.sqrt(M)
-        u, masks, flips, t_flip = self._pass1(Fb, mask0, keep_masks=not train_a)
-        r = u.sub_(yb)  # residual u - y
-        loss = 0.5 * float((r * r).sum())
-        gW = self._grad_buffer(m.W)
-        ga = self._grad_buffer(m.a) if train_a else None
-        cb = self._block(n)
-        one = a.ndim == 1
-        rF = Fb * r[:, None] if one else None
-        for j, s in enumerate(range(0, M, cb)):
-            c = min(cb, M - s)
-            P = self._slab(n, c)
-            if train_a:  # relu(P) is needed again: recompute the slab (one small GEMM)
-                torch.mm(Fb, W[s : s + c].T, out=P)
-                P.clamp_min_(0)
-                if one:
-                    torch.mv(P.T, r, out=ga[s : s + c])
-                else:
-                    torch.mm(P.T, r, out=ga[s : s + c])
-                P.sign_()  # relu(P) > 0  <=>  P > 0
-            else:
-                P.copy_(masks[j])
-            if one:
-                torch.mm(P.T, rF, out=gW[s : s + c])
-            else:
-                P.mul_(r @ a[s : s + c].T)
-                torch.mm(P.T, Fb, out=gW[s : s + c])
-        if one:
-            gW.mul_((a * inv)[:, None])
-        else:
-            gW.mul_(inv)
-        if train_a:
-            ga.mul_(inv)
-        m.W.grad = gW
-        if train_a:
-            m.a.grad = ga
-        return loss, flips, t_flip
-
-    def _grad_buffer(self, p: torch.Tensor) -> torch.Tensor:
-        g = self._grads.get(id(p))
-        if g is None or g.shape != p.shape:
-            g = torch.empty_like(p, memory_format=torch.contiguous_format).detach()
-            self._grads[id(p)] = g
-        return g
 
     # ---------------------------------------------------------------- batches
     def next_batch(self) -> torch.Tensor | None:
@@ -756,41 +396,6 @@ def _match_output_shape(u: torch.Tensor, y: torch.Tensor, name: str) -> torch.Te
     )
 
 
-def _resolve_lr(lr, optimizer, model, X, F, n):
-    """-> (value, rule key, Theta_0 or None)."""
-    if lr is None:
-        if optimizer == "adam":
-            return ADAM_DEFAULT_LR, "adam", None
-        K0 = _empirical_kernel(model, X, F)
-        from .theory import lambda_max
-
-        lmax = lambda_max(K0)
-        if not lmax > 0:
-            raise ValueError(f"lr=None: lambda_max of the empirical NTK at init is {lmax:.3e} <= 0; give lr explicitly")
-        return 1.0 / lmax, "ntk", K0
-    if isinstance(lr, str):
-        if lr != "theory":
-            raise ValueError(f"lr must be a positive number, None or 'theory', got {lr!r}")
-        if not _is_two_layer(model):
-            raise ValueError(f"lr='theory' (lambda_0/n^2) is defined for TwoLayerReLU only, got {type(model).__name__}")
-        from .kernels import two_layer_ntk
-        from .theory import lambda_min
-
-        with torch.no_grad():
-            Fi = F if F is not None else model.features(X)
-            H1 = two_layer_ntk(Fi.to(torch.float64))
-        lam0 = lambda_min(H1)
-        if not lam0 > 0:
-            raise ValueError(
-                f"lr='theory': lambda_0 = lambda_min(H1) = {lam0:.3e} <= 0 (parallel or duplicate inputs); "
-                "give lr explicitly"
-            )
-        return lam0 / n**2, "theory", None
-    if not isinstance(lr, Real) or isinstance(lr, bool):
-        raise ValueError(f"lr must be a positive number, None or 'theory', got {lr!r}")
-    return check_real(lr, "lr", positive=True), "user", None
-
-
 # ============================================================================ fit
 def fit(
     model: nn.Module,
@@ -901,17 +506,7 @@ def fit(
     ck = None
     ck_path = os.fspath(checkpoint) if checkpoint is not None else None
     if resume and os.path.exists(ck_path):
-        try:
-            # CPU first: generator / RNG states must stay on the CPU; load_state_dict moves the rest
-            ck = torch.load(ck_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # unreadable / truncated / not a torch file
-            raise ValueError(f"cannot read checkpoint {ck_path!r}: {exc}") from exc
-        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{ck_path!r} is not an ntkdr training checkpoint ({CHECKPOINT_FORMAT})")
-        try:  # restore the initial weights first: W(0) and Theta(0) refer to them
-            model.load_state_dict(ck["init_model"])
-        except (RuntimeError, KeyError) as exc:
-            raise ValueError(f"checkpoint {ck_path!r} does not match this model: {exc}") from exc
+        ck = _load_checkpoint(ck_path, model)
 
     if comm is not None:  # a guard: the seeded inits agree already (the resumed ones too)
         comm.broadcast_params(model)
@@ -1127,44 +722,6 @@ def fit(
     done = hist.step[-1] if hist.step else 0
     hist.seconds_per_step = wall / done if done > 0 else _NAN
     return hist
-
-
-def _resume_lr(ck: dict, lr: Any, optimizer: str):
-    h = ck["history"]
-    saved_lr, saved_rule = float(h["lr"]), h["lr_rule"]
-    key = next((k for k, v in LR_RULES.items() if v == saved_rule), "user")
-    if lr is None:
-        want = "adam" if optimizer == "adam" else "ntk"
-        if key != want:
-            raise ValueError(f"checkpoint was written with lr rule {saved_rule!r}, but lr=None asks for {LR_RULES[want]!r}")
-    elif isinstance(lr, str):
-        if key != "theory":
-            raise ValueError(f"checkpoint was written with lr rule {saved_rule!r}, but lr='theory' was given")
-    elif float(lr) != saved_lr:
-        raise ValueError(f"checkpoint was written with lr = {saved_lr!r}, but lr = {float(lr)!r} was given")
-    return saved_lr, key, None
-
-
-def _check_resume_config(ck: dict, config: dict, steps: int, path: str) -> None:
-    saved = ck["config"]
-    for key in ("optimizer", "batch_size", "seed", "n", "track_every", "ntk_every", "grad"):
-        if saved[key] != config[key]:
-            raise ValueError(
-                f"checkpoint {path!r} was written with {key} = {saved[key]!r}, but this run has {key} = {config[key]!r}"
-            )
-    if saved["data"] != config["data"]:
-        raise ValueError(f"checkpoint {path!r} was written for different training data (X, y)")
-    if int(ck["step"]) > steps:
-        raise ValueError(f"checkpoint {path!r} is at step {int(ck['step'])}, beyond steps = {steps}")
-
-
-def _truncate_history(h: History, upto: int) -> History:
-    """Copy of ``h`` keeping the entries of steps ``< upto``."""
-    keep = sum(1 for s in h.step if s < upto)
-    out = copy.copy(h)
-    for name in History._LISTS:
-        setattr(out, name, list(getattr(h, name)[:keep]))
-    return out
 
 
 # ============================================================================ timing

@@ -1,0 +1,175 @@
+"""The record of a training run and its checkpoint files (used by :func:`ntkdr.train.fit`).
+
+:class:`History` holds what ``fit`` measured (losses, test metrics, weight movement, pattern
+flips, NTK drift, times) and converts to / from JSON (NaN <-> ``None``; schema
+:data:`HISTORY_SCHEMA`).  Checkpoints (format :data:`CHECKPOINT_FORMAT`) are written atomically
+(temporary file in the same folder + ``os.replace``), read back with ``weights_only=True`` and
+checked against the run that resumes from them; every problem raises ``ValueError`` naming the
+file.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["History", "HISTORY_SCHEMA", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "ntkdr.train.checkpoint/1"
+HISTORY_SCHEMA = "ntkdr.train.History/1"
+
+_NAN = float("nan")
+
+
+@dataclass
+class History:
+    """What :func:`fit` measured.  Per-step lists are aligned with ``step``.
+
+    ``train_loss`` is ``1/2 sum_i ||y_i - f(x_i)||^2`` on the full training set, for the model
+    *before* the update of that step (``step[0] = 0`` is the initial model, the last entry the
+    final one).  ``test_loss`` uses the same summed formula on the test set (divide by the test
+    size for the mean); ``test_accuracy`` is the sign agreement for +-1 labels, the argmax
+    agreement for one-hot labels, and empty for other targets.  The weight / pattern / kernel
+    lists are filled for :class:`~ntkdr.models.TwoLayerReLU` only (empty otherwise);
+    ``ntk_drift`` is NaN at steps where it was not computed.  ``wall_time`` is the cumulative
+    time spent in training steps (tracking excluded), ``seconds_per_step`` its mean per step.
+    ``initial_outputs`` are the outputs ``u0`` on the training set at initialisation (what
+    :func:`ntkdr.theory.predicted_trajectory` needs as ``u0``).
+    """
+
+    step: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)
+    test_loss: list = field(default_factory=list)
+    test_accuracy: list = field(default_factory=list)
+    weight_change_fro: list = field(default_factory=list)
+    weight_change_max_row: list = field(default_factory=list)
+    pattern_flip_fraction: list = field(default_factory=list)
+    ntk_drift: list = field(default_factory=list)
+    wall_time: list = field(default_factory=list)
+    lr: float = _NAN
+    lr_rule: str = ""
+    optimizer: str = "gd"
+    batch_size: int = 0
+    seed: int = 0
+    steps: int = 0
+    seconds_per_step: float = _NAN
+    initial_outputs: list = field(default_factory=list)
+    grad: str = ""
+    n_train: int = 0
+    dtype: str = ""
+    stopped_early: bool = False
+
+    _LISTS = (
+        "step", "train_loss", "test_loss", "test_accuracy", "weight_change_fro",
+        "weight_change_max_row", "pattern_flip_fraction", "ntk_drift", "wall_time",
+    )
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (NaN becomes ``None``); inverse of :meth:`from_dict`."""
+        out: dict[str, Any] = {"schema": HISTORY_SCHEMA}
+        for f in fields(self):
+            out[f.name] = _jsonable(getattr(self, f.name))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "History":
+        if not isinstance(data, dict):
+            raise ValueError(f"History.from_dict needs a dict, got {type(data).__name__}")
+        schema = data.get("schema", HISTORY_SCHEMA)
+        if schema != HISTORY_SCHEMA:
+            raise ValueError(f"unsupported History schema {schema!r}; expected {HISTORY_SCHEMA!r}")
+        names = {f.name for f in fields(cls)}
+        kwargs = {}
+        for key, value in data.items():
+            if key == "schema":
+                continue
+            if key not in names:
+                raise ValueError(f"unknown History field {key!r}")
+            kwargs[key] = _from_json(value)
+        h = cls(**kwargs)
+        h.step = [int(s) for s in h.step]
+        return h
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float):
+        return None if math.isnan(v) else v
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (np.floating, np.integer)):
+        return _jsonable(v.item())
+    return v
+
+
+def _from_json(v: Any) -> Any:
+    if v is None:
+        return _NAN
+    if isinstance(v, list):
+        return [_from_json(x) for x in v]
+    return v
+
+
+def _truncate_history(h: History, upto: int) -> History:
+    """Copy of ``h`` keeping the entries of steps ``< upto``."""
+    keep = sum(1 for s in h.step if s < upto)
+    out = copy.copy(h)
+    for name in History._LISTS:
+        setattr(out, name, list(getattr(h, name)[:keep]))
+    return out
+
+
+# ============================================================================ checkpoint files
+def _atomic_save(obj: Any, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # the temporary may already be gone
+            os.unlink(tmp)
+        raise
+
+
+def _load_checkpoint(ck_path: str, model: nn.Module) -> dict:
+    """Read a checkpoint written by ``fit`` and restore the model's *initial* weights from it."""
+    try:
+        # CPU first: generator / RNG states must stay on the CPU; load_state_dict moves the rest
+        ck = torch.load(ck_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unreadable / truncated / not a torch file
+        raise ValueError(f"cannot read checkpoint {ck_path!r}: {exc}") from exc
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{ck_path!r} is not an ntkdr training checkpoint ({CHECKPOINT_FORMAT})")
+    try:  # restore the initial weights first: W(0) and Theta(0) refer to them
+        model.load_state_dict(ck["init_model"])
+    except (RuntimeError, KeyError) as exc:
+        raise ValueError(f"checkpoint {ck_path!r} does not match this model: {exc}") from exc
+    return ck
+
+
+def _check_resume_config(ck: dict, config: dict, steps: int, path: str) -> None:
+    saved = ck["config"]
+    for key in ("optimizer", "batch_size", "seed", "n", "track_every", "ntk_every", "grad"):
+        if saved[key] != config[key]:
+            raise ValueError(
+                f"checkpoint {path!r} was written with {key} = {saved[key]!r}, but this run has {key} = {config[key]!r}"
+            )
+    if saved["data"] != config["data"]:
+        raise ValueError(f"checkpoint {path!r} was written for different training data (X, y)")
+    if int(ck["step"]) > steps:
+        raise ValueError(f"checkpoint {path!r} is at step {int(ck['step'])}, beyond steps = {steps}")
