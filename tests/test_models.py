@@ -103,6 +103,36 @@ def test_factorized_equals_dense_with_materialised_weight(kind, dtype):
     torch.testing.assert_close(fac.forward_features(fac.features(X)), fac(X))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_factorized_srht_forward_at_a_pruned_split(dtype):
+    """The inference path (no_grad, the SRHT's pruned apply, d not a power of two, k dividing
+    nothing) and the autograd path give f(x) = a . relu(U S x) / sqrt(m) with S = matrix()."""
+    d, k, m = 1500, 97, 300
+    sk = make_sketch("srht", d, k, seed=4)
+    factors, a = sk.plan()
+    assert 1 < a < sk.d_pad and factors  # really the pruned split, not one GEMM / the full transform
+    net = TwoLayerReLU(d, m, sketch=sk, seed=1, dtype=dtype)
+    X = unit_rows(40, d, seed=3, dtype=dtype)
+    S, W, av = (t.detach().double() for t in (net.S, net.W, net.a))
+    want = torch.relu(X.double() @ S.T @ W.T) @ av / math.sqrt(m)
+    tol = 1e-10 if dtype == F64 else 2e-5
+    with torch.no_grad():
+        got = net(X)
+    assert got.dtype == dtype and got.shape == (40,)
+    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)
+    Xg = X.clone().requires_grad_(True)
+    out = net(Xg)
+    torch.testing.assert_close(out.detach().double(), want, rtol=tol, atol=tol)
+    out.sum().backward()
+    mask = (X.double() @ S.T @ W.T > 0).double()
+    want_grad = ((mask * av / math.sqrt(m)) @ W) @ S
+    torch.testing.assert_close(Xg.grad.double(), want_grad, rtol=10 * tol, atol=10 * tol)
+    # a NaN in a tensor input is still reported by name (the sketch checks it through its output)
+    X[7, 1234] = float("nan")
+    with torch.no_grad(), pytest.raises(ValueError, match=r"X contains NaN or Inf \(first at row 7, column 1234\)"):
+        net(X)
+
+
 def test_identity_sketch_is_the_dense_net():
     d, m = 8, 64
     dense = TwoLayerReLU(d, m, seed=9, dtype=F64)

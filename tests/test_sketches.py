@@ -11,6 +11,7 @@ import pytest
 import scipy.linalg
 import torch
 
+import ntkdr.sketches as sketches_mod
 from ntkdr.sketches import SKETCH_KINDS, Sketch, make_sketch
 
 RANDOM_KINDS = ("gaussian", "sparse", "srht")
@@ -94,6 +95,77 @@ def test_srht_small_batches_and_cpu_blocks_agree():
     for bs in (1, 7, 64, 1000):
         _close(make_sketch("srht", 1000, 50, seed=2, batch_size=bs)(X), ref, torch.float64)
     _close(ref, X @ make_sketch("srht", 1000, 50, seed=2).matrix().T, torch.float64)
+
+
+def _srht_full_reference(S, X):
+    """The un-pruned transform: pad, sign, full radix-2 butterfly (float64), keep the rows."""
+    x = torch.zeros(X.shape[0], S.d_pad, dtype=torch.float64)
+    x[:, : S.d] = X.double() * S.signs[: S.d]
+    h = 1
+    while h < S.d_pad:  # plain butterfly, written independently of the library's
+        u = x.view(X.shape[0], S.d_pad // (2 * h), 2, h)
+        x = torch.stack((u[:, :, 0] + u[:, :, 1], u[:, :, 0] - u[:, :, 1]), dim=2).reshape(X.shape[0], S.d_pad)
+        h *= 2
+    return x[:, S.rows] / math.sqrt(S.k)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d,k", [(8, 3), (100, 7), (257, 40), (1000, 50), (1024, 1024), (1500, 333), (4100, 97)])
+def test_srht_pruned_path_equals_full_transform_for_every_split(d, k, dtype, monkeypatch):
+    """Every Kronecker split d' = c a of the pruned apply (c = 1: one GEMM with the kept rows;
+    c = d': the full transform by factors) equals the full butterfly, incl. d not a power of
+    two (padding blocks skipped), k dividing nothing, and several CPU row blocks with a
+    partial last one."""
+    n = 37
+    X = _data(n, d, dtype, seed=d + k)
+    # ~5 rows per block at d' = 2048: several blocks, the last one partial
+    monkeypatch.setattr(sketches_mod, "_CPU_SRHT_BLOCK_ELEMENTS", 5 * 2 * 2048)
+    S0 = make_sketch("srht", d, k, seed=k)
+    ref = _srht_full_reference(S0, X)
+    assert S0.plan() in [(sketches_mod._split_factors(1 << e), S0.d_pad >> e) for e in range(S0.d_pad.bit_length())]
+    _close(S0(X), ref, dtype)
+    for e in range(S0.d_pad.bit_length()):
+        S = make_sketch("srht", d, k, seed=k)
+        S._plan = (sketches_mod._split_factors(1 << e), S.d_pad >> e)
+        Y = S(X)
+        assert Y.shape == (n, k) and Y.dtype == dtype
+        _close(Y, ref, dtype)
+    # the largest factor is bounded, so the full-transform candidate is O(d' log d')
+    assert all(f <= 32 for f in sketches_mod._split_factors(S0.d_pad))
+
+
+def test_srht_plan_is_o_d_log_d_and_prunes():
+    for d, k in [(8192, 256), (4096, 256), (1 << 16, 1 << 16), (784, 64), (100, 20)]:
+        S = make_sketch("srht", d, k)
+        full = S.d_pad * (sum(sketches_mod._split_factors(S.d_pad)) + 1)
+        # never more multiply-adds than ~1.5x the full transform (the model weighs small GEMMs)
+        assert S.flops(1) <= 1.5 * full
+    # at the benchmark size the pruned split is used (not c = 1 nor c = d')
+    factors, a = make_sketch("srht", 8192, 256).plan()
+    assert 1 < a < 8192 and factors
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_srht_strided_inputs(dtype):
+    S = make_sketch("srht", 300, 30, seed=5)
+    base = _data(300, 400, dtype)
+    column_major = base.T.contiguous().T  # strides (1, n)
+    for X in (base[:, :300], column_major[:, 50:350], base[::2, 100:]):
+        _close(S(X), X.double() @ S.matrix().T, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_srht_nonfinite_tensor_input_named(bad, dtype):
+    # the finiteness check of a float tensor is deferred to the output: same message as as_matrix
+    S = make_sketch("srht", 1000, 20, seed=0)
+    X = _data(50, 1000, dtype)
+    X[31, 997] = bad
+    with pytest.raises(ValueError, match=r"X contains NaN or Inf \(first at row 31, column 997\)"):
+        S(X)
+    Sn = make_sketch("srht", 1000, 20, seed=0, renormalize=True)
+    with pytest.raises(ValueError, match=r"X contains NaN or Inf \(first at row 31, column 997\)"):
+        Sn(X)
 
 
 @pytest.mark.parametrize("kind", SKETCH_KINDS)
@@ -385,8 +457,12 @@ def test_flops():
     assert make_sketch("pca", d, k).flops(n) == n * k * d
     assert make_sketch("sparse", d, k, s=3).flops(n) == n * 3 * d
     assert make_sketch("sparse", d, k).flops(n) == n * 8 * d
-    assert make_sketch("srht", d, k).flops(n) == n * (128 * 7 + k)
-    assert make_sketch("srht", 128, k).flops(n) == n * (128 * 7 + k)
+    for dd in (d, 128, 1000, 8192):
+        S = make_sketch("srht", dd, k)
+        factors, a = S.plan()
+        c = S.d_pad // a
+        gmax = int(torch.bincount(S.rows // a, minlength=c).max())
+        assert S.flops(n) == n * S.d_pad * (sum(factors) + gmax)
     assert make_sketch("identity", d, d).flops(n) == 0
     assert make_sketch("gaussian", d, k).flops(0) == 0
     with pytest.raises(ValueError, match="n must be >= 0"):
