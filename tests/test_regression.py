@@ -15,6 +15,8 @@ from ntkdr.regression import (
     conjugate_gradient,
     gd_time_coef,
     gd_time_predict,
+    kernel_cg_fit,
+    kernel_operator,
     kernel_predict,
     kernel_ridge_fit,
 )
@@ -293,6 +295,54 @@ def test_cg_non_convergence_and_not_pd(problem):
     assert zero.converged and zero.n_iter == 0 and np.all(zero.x == 0)
 
 
+def _exact_diagonal(H, X, layers="first"):
+    """``ref_ntk`` with the closed form at theta = 0 on the diagonal (its arctan2 of the
+    round-off in ``|x|^2 |x|^2 - (x . x)^2`` puts ``sqrt(eps)`` noise there)."""
+    H = H.copy()
+    sq = np.sum(np.asarray(X, dtype=np.float64) ** 2, axis=1)
+    np.fill_diagonal(H, sq / 2 if layers == "first" else sq)  # H1(x, x) = |x|^2 / 2 = H2(x, x)
+    return H
+
+
+def test_kernel_operator_is_the_dense_operator(problem):
+    from ntkdr.kernels import NTK, KernelOptions
+
+    X, _, y, H, _ = problem
+    H = _exact_diagonal(H, X)
+    V = np.stack([y, np.sin(np.arange(40.0))], axis=1)
+    op = kernel_operator(NTK(options=KernelOptions(max_memory=2048)), X, ridge=0.3)
+    out = op(torch.from_numpy(V))
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64 and out.shape == (40, 2)
+    np.testing.assert_allclose(out.numpy(), H @ V + 0.3 * V, rtol=1e-10, atol=1e-12)
+    both = kernel_operator(NTK(layers="both"), X)(torch.from_numpy(y))
+    np.testing.assert_allclose(both.numpy(), _exact_diagonal(ref_ntk(X, layers="both"), X, "both") @ y, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernel_cg_fit_matches_cholesky_and_follows_input_kind(problem, dtype):
+    from ntkdr.kernels import NTK
+
+    X, _, y, H, _ = problem
+    H = _exact_diagonal(H, X)
+    ridge = 0.05
+    ref = np.linalg.solve(H + ridge * np.eye(40), y)
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    res = kernel_cg_fit(NTK(), X.astype(dtype), y, ridge, tol=tol)
+    assert isinstance(res.x, np.ndarray) and res.x.dtype == dtype and res.converged and res.world_size == 1
+    assert len(res.history) == res.n_iter and np.all(res.residual <= tol)
+    # |x - x*| <= tol |y| / lambda_min(A), lambda_min >= ridge; float32: the kernel's own round-off
+    bound = 1.01 * tol * np.linalg.norm(y) / ridge if dtype == np.float64 else 1e-4 * np.linalg.norm(ref)
+    assert np.linalg.norm(res.x - ref) <= bound
+    t = kernel_cg_fit(NTK(), torch.as_tensor(X.astype(dtype)), torch.from_numpy(y), ridge, tol=tol)
+    assert isinstance(t.x, torch.Tensor) and t.x.dtype == torch.from_numpy(X.astype(dtype)).dtype
+    warm = kernel_cg_fit(NTK(), X, y, ridge, x0=ref, tol=1e-8)  # started at the solution: no iteration
+    assert warm.n_iter == 0 and warm.converged
+    with pytest.raises(ValueError, match="X and y have different numbers of samples: 40 and 39"):
+        kernel_cg_fit(NTK(), X, y[:39], ridge)
+    with pytest.raises(ValueError, match="progress must be True or False"):
+        conjugate_gradient(lambda v: v, y, progress="yes")
+
+
 # ----------------------------------------------------------------------------------------
 # scikit-learn estimators
 # ----------------------------------------------------------------------------------------
@@ -512,6 +562,7 @@ def test_sketched_estimators(kind):
         ({"t": -1.0}, r"t must be >= 0(\.0)?, got -1.0"),
         ({"lr": 0.0}, "lr must be > 0"),
         ({"t": 1.0, "solver": "cg"}, "needs an eigendecomposition"),
+        ({"solver": "cg", "distributed": "yes"}, "distributed must be None, True or False"),
         ({"layers": "all"}, "unknown layers 'all'"),
         ({"solver": "lu"}, "unknown solver 'lu'"),
         ({"dtype": "float16"}, "dtype must be float32 or float64"),
