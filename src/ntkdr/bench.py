@@ -22,6 +22,7 @@ The goals, limits and peers are SPEC section 6's; a missed goal is reported, not
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -442,13 +443,10 @@ def _loadavg() -> list[float] | None:
 
 # ----------------------------------------------------------------------------- reporting
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
 
 

@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -148,7 +149,7 @@ def _ldexp(X: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
     return torch.ldexp(torch.ldexp(X, h), e - h)
 
 
-class Sketch:
+class Sketch(ABC):
     """A fixed linear map ``S`` (k x d) applied to rows: ``S(X) = X @ S.T``.
 
     Use :func:`make_sketch` to build one.  Attributes: ``kind``, ``d``, ``k``, ``seed``,
@@ -183,16 +184,18 @@ class Sketch:
         self._cache: dict[tuple[torch.dtype, str], Any] = {}
 
     # ----------------------------------------------------------------- hooks
-    def _apply(self, X: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _apply(self, X: torch.Tensor) -> torch.Tensor:
+        """The map on a validated (rows, d) tensor batch -> (rows, k): the one hook of each kind."""
 
     def _matrix(self) -> torch.Tensor:
         """Explicit k x d matrix (CPU float64).  Default: apply the map to the identity."""
         eye = torch.eye(self.d, dtype=torch.float64)
         return self._transform(eye).T.contiguous()
 
-    def _row_flops(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _row_flops(self) -> int:
+        """Multiply-adds to apply the map to one row."""
 
     def _work_width(self) -> int:
         """Elements of workspace per input row (sets the default batch size)."""

@@ -42,6 +42,7 @@ of a status flag, which works on gloo and NCCL).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -609,10 +610,8 @@ def compute_kernel_to_file(
     finally:
         if lock_fd[0] is not None:
             _unlock(lock_fd[0])
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 paths.lock.unlink()
-            except FileNotFoundError:
-                pass
     return paths.out
 
 
@@ -651,8 +650,7 @@ def _fsync_dir(d: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):  # some file systems cannot fsync a directory
+            os.fsync(fd)
     finally:
         os.close(fd)
