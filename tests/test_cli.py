@@ -140,3 +140,21 @@ def test_python_m_entry_point_and_help():
     res = subprocess.run([sys.executable, "-m", "ntkdr", "kernel", "--data", "missing.npz", "--out", "k.npy"],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_run_goes_on_with_duplicate_rows(tmp_path, capsys):
+    """Duplicate inputs make lambda_0 = 0: the run warns in the report and still writes every file."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    keep = (y == 3) | (y == 5)
+    X, y = X[keep][:60], y[keep][:60]
+    np.savez(tmp_path / "dup.npz", X=np.concatenate([X, X[:3]]), y=np.concatenate([y, y[:3]]))
+    out = tmp_path / "rep"
+    code, _, err = run_cli(["run", "--data", tmp_path / "dup.npz", "--quick", "--output", out, "--quiet"], capsys)
+    assert code == 0, err
+    rep = json.loads((out / "report.json").read_text())
+    assert any("parallel or duplicate rows" in n for n in rep["notes"])
+    assert rep["recommended_k"]["k"] is None or all(e["all_pd"] for e in rep["sketched"] if e["k"] == rep["recommended_k"]["k"])
+    for name in ("report.md", "guarantees.png", "spectrum.png"):
+        assert (out / name).exists()

@@ -65,15 +65,19 @@ def plot_guarantees(report: dict[str, Any], path: str) -> None:
         ("lambda_min_ratio", axes[0], "λ_min(H̃) / λ_min(H)"),
         ("bound_ratio", axes[1], "generalization bound ratio (true labels)"),
     ):
+        plotted = False
         for kind in _kinds(report):
-            es = _entries(report, kind)
-            ax.errorbar([e["k"] for e in es], [_nan(e[key]["mean"]) for e in es], yerr=[_nan(e[key]["std"]) for e in es],
-                        marker="o", capsize=3, label=kind)
+            # Non-PD kernels give infinite / undefined ratios: leave those points out.
+            es = [e for e in _entries(report, kind) if np.isfinite(_nan(e[key]["mean"]))]
+            plotted = plotted or bool(es)
+            ax.errorbar([e["k"] for e in es], [_nan(e[key]["mean"]) for e in es],
+                        yerr=[np.nan_to_num(_nan(e[key]["std"])) for e in es], marker="o", capsize=3, label=kind)
         ax.axhspan(1 - tol, 1 + tol, color="green", alpha=0.12, label=f"1 ± {tol}")
         ax.axhline(1, color="black", lw=0.8)
-        ax.set_xscale("log", base=2)
+        if plotted:  # log scale needs at least one finite point
+            ax.set_xscale("log", base=2)
         ax.set_xlabel("sketch dimension k")
-        ax.set_title(title)
+        ax.set_title(title if plotted else title + ": undefined (kernel not PD)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     _save(fig, path)
