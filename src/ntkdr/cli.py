@@ -172,8 +172,8 @@ def _bytes(text: str) -> int:
         value = float(num) * units[t[len(num):]]
     except (ValueError, KeyError):
         raise argparse.ArgumentTypeError(f"expected a size such as 512MB or 2GB, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"size must be > 0, got {text!r}")
+    if not value < float(2**63) or value <= 0:  # also rejects inf / nan
+        raise argparse.ArgumentTypeError(f"size must be > 0 and finite, got {text!r}")
     return int(value)
 
 

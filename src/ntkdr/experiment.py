@@ -74,7 +74,7 @@ class RunConfig:
 
         V.check_int(self.width, "width", min_value=1)
         V.check_int(self.steps, "steps", min_value=0)
-        V.check_int(self.seeds, "seeds", min_value=1)
+        V.check_int(self.seeds, "seeds", min_value=1, max_value=1000)
         V.check_int(self.seed, "seed", min_value=0)
         V.check_real(self.tolerance, "tolerance", positive=True)
         for kind in self.sketches:
