@@ -112,17 +112,24 @@ def _worker(rank: int, tmp: str) -> None:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    tmp = str(tmp_path_factory.mktemp("dist_cg"))
-    ctx = torch.multiprocessing.start_processes(_worker, args=(tmp,), nprocs=WORLD, join=False, start_method="spawn")
-    deadline = time.monotonic() + SPAWN_TIMEOUT_S
-    try:
-        while not ctx.join(timeout=1):
-            if time.monotonic() > deadline:
-                pytest.fail(f"distributed CG workers did not finish within {SPAWN_TIMEOUT_S} s")
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.kill()
+    # One retry with a fresh rendezvous (transient gloo start-up failures); a second failure is raised.
+    for attempt in range(2):
+        tmp = str(tmp_path_factory.mktemp("dist_cg"))
+        ctx = torch.multiprocessing.start_processes(_worker, args=(tmp,), nprocs=WORLD, join=False,
+                                                    start_method="spawn")
+        deadline = time.monotonic() + SPAWN_TIMEOUT_S
+        try:
+            while not ctx.join(timeout=1):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"distributed CG workers did not finish within {SPAWN_TIMEOUT_S} s")
+            break
+        except (torch.multiprocessing.ProcessRaisedException, torch.multiprocessing.ProcessExitedException):
+            if attempt == 1:
+                raise
+        finally:
+            for p in ctx.processes:
+                if p.is_alive():
+                    p.kill()
     return [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in range(WORLD)]
 
 
