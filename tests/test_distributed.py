@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 import torch
 
+from _spawn import spawn_ranks
+
 from ntkdr import distributed as D
 from ntkdr.models import TwoLayerReLU
 from ntkdr.train import fit
@@ -116,25 +118,7 @@ def _worker(rank: int, tmp: str) -> None:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """Results of the two ranks (spawned once for the module, bounded in time)."""
-    # One retry with a fresh rendezvous: gloo's loopback connection set-up occasionally fails
-    # transiently on a busy machine; a second failure is a real one and is raised.
-    for attempt in range(2):
-        tmp = str(tmp_path_factory.mktemp("dist"))
-        ctx = torch.multiprocessing.start_processes(_worker, args=(tmp,), nprocs=WORLD, join=False,
-                                                    start_method="spawn")
-        deadline = time.monotonic() + SPAWN_TIMEOUT_S
-        try:
-            while not ctx.join(timeout=1):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"distributed workers did not finish within {SPAWN_TIMEOUT_S} s")
-            break
-        except (torch.multiprocessing.ProcessRaisedException, torch.multiprocessing.ProcessExitedException):
-            if attempt == 1:
-                raise
-        finally:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.kill()
+    tmp = spawn_ranks(_worker, tmp_path_factory, "dist", WORLD, SPAWN_TIMEOUT_S)
     res = [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in range(WORLD)]
     return tmp, res
 

@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 import torch
 
+from _spawn import spawn_ranks
+
 from ntkdr import kernels
 from ntkdr.kernels import NTK, KernelOptions
 from ntkdr.regression import NTKRegressor, conjugate_gradient, kernel_cg_fit, kernel_operator
@@ -112,24 +114,7 @@ def _worker(rank: int, tmp: str) -> None:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    # One retry with a fresh rendezvous (transient gloo start-up failures); a second failure is raised.
-    for attempt in range(2):
-        tmp = str(tmp_path_factory.mktemp("dist_cg"))
-        ctx = torch.multiprocessing.start_processes(_worker, args=(tmp,), nprocs=WORLD, join=False,
-                                                    start_method="spawn")
-        deadline = time.monotonic() + SPAWN_TIMEOUT_S
-        try:
-            while not ctx.join(timeout=1):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"distributed CG workers did not finish within {SPAWN_TIMEOUT_S} s")
-            break
-        except (torch.multiprocessing.ProcessRaisedException, torch.multiprocessing.ProcessExitedException):
-            if attempt == 1:
-                raise
-        finally:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.kill()
+    tmp = spawn_ranks(_worker, tmp_path_factory, "dist_cg", WORLD, SPAWN_TIMEOUT_S)
     return [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in range(WORLD)]
 
 

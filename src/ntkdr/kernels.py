@@ -59,6 +59,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ntkdr._numerics import ldexp_exact as _ldexp
+
 from .validation import (
     as_matrix,
     check_choice,
@@ -118,12 +120,6 @@ def _row_norms(X: torch.Tensor) -> torch.Tensor:
         rb = torch.linalg.vector_norm(_ldexp(Xb, -e[:, None]), dim=1)
         r[bad] = _ldexp(rb, e)
     return r
-
-
-def _ldexp(X: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-    """``X * 2^e`` exactly, in two half steps: ``2^e`` alone may leave the dtype's range."""
-    h = torch.div(e, 2, rounding_mode="floor")
-    return torch.ldexp(torch.ldexp(X, h), e - h)
 
 
 def _shrink(dtype: torch.dtype, d: int) -> float:

@@ -85,6 +85,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ntkdr._numerics import ldexp_exact as _ldexp
+
 from .validation import (
     as_matrix,
     check_choice,
@@ -140,13 +142,6 @@ def _precise_floor(dtype: torch.dtype) -> float:
     (or underflow to 0) at more than the eps level."""
     fi = torch.finfo(dtype)
     return fi.tiny / fi.eps
-
-
-def _ldexp(X: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-    """``X * 2^e`` exactly (up to under/overflow of the result), in two half steps so that no
-    factor ``2^e`` itself leaves the dtype's range (|e| reaches 1074 + 1024 in float64)."""
-    h = torch.div(e, 2, rounding_mode="floor")
-    return torch.ldexp(torch.ldexp(X, h), e - h)
 
 
 class Sketch(ABC):
