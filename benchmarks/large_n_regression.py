@@ -17,6 +17,7 @@ ranks, iterations, final true relative residual, residual history, solve and tot
 peak resident memory (``VmHWM`` of /proc/self/status; max over ranks) next to the size of the
 ``n x n`` float64 matrix that was not formed, and the test error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,20 +73,54 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     # --n-train / --dim: aliases for torchrun, whose own parser takes "--n" / "--d" for
     # abbreviations of its options even after the script name
-    p.add_argument("--n", "--n-train", dest="n", type=_positive_int, default=20000,
-                   help="training points (default 20000)")
-    p.add_argument("--n-test", type=_positive_int, default=None, help="test points (default min(2000, n // 5))")
-    p.add_argument("--d", "--dim", dest="d", type=_positive_int, default=100, help="input dimension (default 100)")
+    p.add_argument(
+        "--n",
+        "--n-train",
+        dest="n",
+        type=_positive_int,
+        default=20000,
+        help="training points (default 20000)",
+    )
+    p.add_argument(
+        "--n-test", type=_positive_int, default=None, help="test points (default min(2000, n // 5))"
+    )
+    p.add_argument(
+        "--d",
+        "--dim",
+        dest="d",
+        type=_positive_int,
+        default=100,
+        help="input dimension (default 100)",
+    )
     p.add_argument("--dataset", choices=("sphere", "lowrank"), default="sphere")
-    p.add_argument("--ridge", type=_positive_float, default=1e-2, help="ridge relative to the kernel scale (1e-2)")
-    p.add_argument("--tol", type=_positive_float, default=1e-4, help="CG relative residual tolerance (1e-4)")
+    p.add_argument(
+        "--ridge",
+        type=_positive_float,
+        default=1e-2,
+        help="ridge relative to the kernel scale (1e-2)",
+    )
+    p.add_argument(
+        "--tol", type=_positive_float, default=1e-4, help="CG relative residual tolerance (1e-4)"
+    )
     p.add_argument("--max-iter", type=_positive_int, default=500, help="CG iteration cap (500)")
-    p.add_argument("--max-memory", type=_memory, default=_memory("512MiB"),
-                   help="kernel tile budget per rank, bytes or a size like 512MiB (default)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="kernel dtype")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (under torchrun: cuda = cuda:LOCAL_RANK)")
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch threads per rank (default: cpu count / ranks on this node)")
+    p.add_argument(
+        "--max-memory",
+        type=_memory,
+        default=_memory("512MiB"),
+        help="kernel tile budget per rank, bytes or a size like 512MiB (default)",
+    )
+    p.add_argument(
+        "--dtype", choices=("float32", "float64"), default="float64", help="kernel dtype"
+    )
+    p.add_argument(
+        "--device", default="cpu", help="cpu or cuda[:i] (under torchrun: cuda = cuda:LOCAL_RANK)"
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch threads per rank (default: cpu count / ranks on this node)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     p.add_argument("--json", default=None, help="write the results as JSON here (rank 0)")
@@ -107,7 +142,9 @@ def run(a: argparse.Namespace) -> dict:
     dtype = getattr(torch, a.dtype)
 
     n_test = a.n_test or max(1, min(2000, a.n // 5))
-    ds = load_dataset(a.dataset, n=a.n + n_test, n_train=a.n, n_test=n_test, d=a.d, seed=a.seed, task="binary")
+    ds = load_dataset(
+        a.dataset, n=a.n + n_test, n_train=a.n, n_test=n_test, d=a.d, seed=a.seed, task="binary"
+    )
     Xtr = torch.as_tensor(ds.X_train, dtype=dtype, device=device)
     Xte = torch.as_tensor(ds.X_test, dtype=dtype, device=device)
     ytr = torch.as_tensor(ds.y_train, dtype=torch.float64, device=device)
@@ -121,7 +158,13 @@ def run(a: argparse.Namespace) -> dict:
 
     t0 = time.perf_counter()
     res = kernel_cg_fit(
-        kern, Xtr, ytr, ridge, tol=a.tol, max_iter=a.max_iter, progress=not a.no_progress,
+        kern,
+        Xtr,
+        ytr,
+        ridge,
+        tol=a.tol,
+        max_iter=a.max_iter,
+        progress=not a.no_progress,
     )
     solve_s = time.perf_counter() - t0
 
@@ -137,7 +180,11 @@ def run(a: argparse.Namespace) -> dict:
     test_mse = float(np.mean((pred_np - yte) ** 2))
 
     hwm = _proc_status_bytes("VmHWM")
-    stats = torch.tensor([float(hwm or 0), float(hwm or 0), float(rss_before or 0)], dtype=torch.float64, device=device)
+    stats = torch.tensor(
+        [float(hwm or 0), float(hwm or 0), float(rss_before or 0)],
+        dtype=torch.float64,
+        device=device,
+    )
     if world > 1:
         mx = stats[[0, 2]].clone()
         torch.distributed.all_reduce(mx, op=torch.distributed.ReduceOp.MAX)
@@ -146,19 +193,32 @@ def run(a: argparse.Namespace) -> dict:
         stats = torch.stack([mx[0], total[0], mx[1]])
     hist = [float(h) for h in res.history]
     return {
-        "n": a.n, "n_test": n_test, "d": a.d, "dataset": a.dataset, "dtype": a.dtype,
-        "device": str(device), "ranks": world, "threads_per_rank": threads,
-        "ridge_relative": a.ridge, "ridge_absolute": ridge, "kernel_scale": scale, "tol": a.tol,
-        "iterations": res.n_iter, "converged": bool(res.converged),
-        "final_relative_residual": float(np.max(res.residual)), "residual_history": hist,
-        "solve_s": solve_s, "s_per_iteration": solve_s / max(res.n_iter + 1, 1),
+        "n": a.n,
+        "n_test": n_test,
+        "d": a.d,
+        "dataset": a.dataset,
+        "dtype": a.dtype,
+        "device": str(device),
+        "ranks": world,
+        "threads_per_rank": threads,
+        "ridge_relative": a.ridge,
+        "ridge_absolute": ridge,
+        "kernel_scale": scale,
+        "tol": a.tol,
+        "iterations": res.n_iter,
+        "converged": bool(res.converged),
+        "final_relative_residual": float(np.max(res.residual)),
+        "residual_history": hist,
+        "solve_s": solve_s,
+        "s_per_iteration": solve_s / max(res.n_iter + 1, 1),
         "total_s": time.perf_counter() - t_start,
         "max_memory_bytes": a.max_memory,
         "peak_rss_bytes": int(stats[0]) if hwm is not None else None,
         "peak_rss_bytes_all_ranks": int(stats[1]) if hwm is not None else None,
         "rss_before_solve_bytes": int(stats[2]) if rss_before is not None else None,
         "dense_float64_bytes": a.n * a.n * 8,
-        "test_error": test_error, "test_mse": test_mse,
+        "test_error": test_error,
+        "test_mse": test_mse,
     }
 
 

@@ -3,6 +3,7 @@
 A thin wrapper around :func:`ntkdr.bench.main` (the same options as ``ntkdr bench``);
 see benchmarks/README.md.
 """
+
 import sys
 
 from ntkdr.bench import main

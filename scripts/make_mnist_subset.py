@@ -20,6 +20,7 @@ Usage::
 
     python scripts/make_mnist_subset.py [--source PATH] [--output PATH] [--check]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    p.add_argument("--check", action="store_true", help="verify the existing output instead of writing")
+    p.add_argument(
+        "--check", action="store_true", help="verify the existing output instead of writing"
+    )
     args = p.parse_args(argv)
     arrays = build(args.source)
     if args.check:
@@ -93,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.output}: {'matches' if same else 'DIFFERS FROM'} the subset of {args.source}")
         return 0 if same else 1
     write_npz(args.output, arrays)
-    print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.2f} MB, {len(arrays['y'])} rows)")
+    print(
+        f"wrote {args.output} ({args.output.stat().st_size / 1e6:.2f} MB, {len(arrays['y'])} rows)"
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Spawn a fixed number of gloo worker processes for a test module, bounded in time."""
+
 from __future__ import annotations
 
 import time
@@ -15,15 +16,19 @@ def spawn_ranks(worker, tmp_path_factory, name: str, world: int, timeout_s: floa
     """
     for attempt in range(2):
         tmp = str(tmp_path_factory.mktemp(name))
-        ctx = torch.multiprocessing.start_processes(worker, args=(tmp,), nprocs=world, join=False,
-                                                    start_method="spawn")
+        ctx = torch.multiprocessing.start_processes(
+            worker, args=(tmp,), nprocs=world, join=False, start_method="spawn"
+        )
         deadline = time.monotonic() + timeout_s
         try:
             while not ctx.join(timeout=1):
                 if time.monotonic() > deadline:
                     pytest.fail(f"{name} workers did not finish within {timeout_s} s")
             return tmp
-        except (torch.multiprocessing.ProcessRaisedException, torch.multiprocessing.ProcessExitedException):
+        except (
+            torch.multiprocessing.ProcessRaisedException,
+            torch.multiprocessing.ProcessExitedException,
+        ):
             if attempt == 1:
                 raise
         finally:

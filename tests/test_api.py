@@ -1,4 +1,5 @@
 """The public API is importable from the top-level package and names what SPEC section 4 fixes."""
+
 import subprocess
 import sys
 
@@ -19,5 +20,7 @@ def test_unknown_attribute():
 
 def test_import_is_lazy():
     code = "import sys, ntkdr; print('matplotlib' in sys.modules, 'sklearn' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.split() == ["False", "False"]

@@ -3,6 +3,7 @@
 No timing is asserted (the machine is shared): only that every case runs and yields a
 finite positive ratio, and that the outputs are well formed.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,11 @@ def test_every_case_gives_a_finite_positive_ratio(results):
         assert isinstance(r["ratio"], float) and math.isfinite(r["ratio"]) and r["ratio"] > 0, r
         assert r["sizes"] == {**bench.CASES[r["case"]].full, **TINY[r["case"]]}
         assert r["seconds"] and all(math.isfinite(v) and v > 0 for v in r["seconds"].values()), r
-        assert isinstance(r["ratio_min"], float) and math.isfinite(r["ratio_min"]) and r["ratio_min"] > 0, r
+        assert (
+            isinstance(r["ratio_min"], float)
+            and math.isfinite(r["ratio_min"])
+            and r["ratio_min"] > 0
+        ), r
         for name, ts in r["samples"].items():
             assert r["seconds_min"][name] == min(ts) <= r["seconds"][name] <= max(ts)
         expected = r["ratio"] <= r["goal"] if r["op"] == "<=" else r["ratio"] >= r["goal"]
@@ -51,7 +56,9 @@ def test_limits_follow_the_sizes(results):
     assert by["inference"]["limit"] == pytest.approx(64 / 8)
     lim = by["sketched_vs_dense_ntk"]
     s = lim["seconds"]
-    assert lim["limit"] == pytest.approx((s["gemm_d"] + s["elementwise"]) / (s["gemm_k"] + s["elementwise"]))
+    assert lim["limit"] == pytest.approx(
+        (s["gemm_d"] + s["elementwise"]) / (s["gemm_k"] + s["elementwise"])
+    )
     mem = by["tiled_memory"]
     assert mem["result_bytes"] == 2048 * 2048 * 4
     assert mem["ratio"] == pytest.approx(mem["peak_bytes"] / mem["result_bytes"])
@@ -69,11 +76,25 @@ def test_tables(results):
 def test_main_writes_json_atomically(tmp_path, capsys, monkeypatch):
     # main() has no sizes option: shrink the defaults of the two cases it runs
     for name in ("two_layer_ntk", "empirical_closed"):
-        monkeypatch.setitem(bench.CASES, name, bench.CASES[name].__class__(
-            **{**bench.CASES[name].__dict__, "full": TINY[name]}))
+        monkeypatch.setitem(
+            bench.CASES,
+            name,
+            bench.CASES[name].__class__(**{**bench.CASES[name].__dict__, "full": TINY[name]}),
+        )
     path = tmp_path / "sub" / "bench.json"
-    rc = bench.main(["--cases", "two_layer_ntk,empirical_closed", "--repeats", "1", "--threads", "1",
-                     "--json", str(path), "--quiet"])
+    rc = bench.main(
+        [
+            "--cases",
+            "two_layer_ntk,empirical_closed",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+            str(path),
+            "--quiet",
+        ]
+    )
     assert rc == 0
     doc = json.loads(path.read_text())
     assert doc["schema"] == bench.SCHEMA

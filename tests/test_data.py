@@ -1,4 +1,5 @@
 """Tests for ntkdr.data: built-in / synthetic data sets, file loaders, preprocessing, errors."""
+
 from __future__ import annotations
 
 import gzip
@@ -52,7 +53,9 @@ def test_embedded_subset_file_is_small_and_stratified():
 
 @pytest.mark.skipif(not SHARED.exists(), reason="shared MNIST source not present")
 def test_generator_script_reproduces_the_subset_exactly():
-    spec = importlib.util.spec_from_file_location("make_mnist_subset", ROOT / "scripts" / "make_mnist_subset.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_mnist_subset", ROOT / "scripts" / "make_mnist_subset.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     arrays = mod.build(SHARED)
@@ -81,7 +84,11 @@ def test_mnist_default_is_the_main_job_task():
 
 
 def test_mnist_determinism_and_seed():
-    a, b, c = load_dataset("mnist", seed=3), load_dataset("mnist", seed=3), load_dataset("mnist", seed=4)
+    a, b, c = (
+        load_dataset("mnist", seed=3),
+        load_dataset("mnist", seed=3),
+        load_dataset("mnist", seed=4),
+    )
     assert np.array_equal(a.X_train, b.X_train) and np.array_equal(a.y_test, b.y_test)
     assert not np.array_equal(a.X_train, c.X_train)
     # no train row appears in the test set
@@ -91,7 +98,9 @@ def test_mnist_determinism_and_seed():
 
 def test_mnist_pair_multiclass_and_options():
     ds = load_dataset("mnist", classes=(3, 5), n_train=600, n_test=200, dtype="float32")
-    assert ds.classes == (3, 5) and ds.X_train.dtype == np.float32 and ds.y_train.dtype == np.float32
+    assert (
+        ds.classes == (3, 5) and ds.X_train.dtype == np.float32 and ds.y_train.dtype == np.float32
+    )
     assert (ds.n_train, ds.n_test) == (600, 200)
     assert np.sum(ds.y_train == 1) == 300
     raw = load_dataset("mnist", normalize=False, n_train=50, n_test=10)
@@ -302,7 +311,7 @@ def test_npy_round_trip(tmp_path):
 @pytest.mark.parametrize("delim", [",", "\t", " "])
 def test_csv_round_trip(tmp_path, header, delim):
     X, y = _xy()
-    lines = ([delim.join([f"f{j}" for j in range(5)] + ["label"])] if header else [])
+    lines = [delim.join([f"f{j}" for j in range(5)] + ["label"])] if header else []
     lines += [delim.join([repr(float(v)) for v in row] + [str(lab)]) for row, lab in zip(X, y)]
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
     X2, y2 = load_file(tmp_path / "d.csv")
@@ -335,7 +344,9 @@ def test_idx_round_trip(tmp_path, gz):
     assert np.array_equal(X, imgs.reshape(7, -1)) and np.array_equal(y, labs)
     # explicit labels= and a non-conventional name
     os.rename(tmp_path / f"train-images-idx3-ubyte{suffix}", tmp_path / f"imgs-idx3-ubyte{suffix}")
-    X2, y2 = load_file(tmp_path / f"imgs-idx3-ubyte{suffix}", labels=tmp_path / f"train-labels-idx1-ubyte{suffix}")
+    X2, y2 = load_file(
+        tmp_path / f"imgs-idx3-ubyte{suffix}", labels=tmp_path / f"train-labels-idx1-ubyte{suffix}"
+    )
     assert np.array_equal(y2, labs)
     assert load_file(tmp_path / f"imgs-idx3-ubyte{suffix}")[1] is None
     f32 = rng.standard_normal((3, 4)).astype(np.float32)
@@ -452,7 +463,9 @@ def test_idx_errors(tmp_path):
     good = _idx_bytes(imgs)
     p = tmp_path / "x-idx3-ubyte"
     p.write_bytes(good[:-3])
-    with pytest.raises(ValueError, match="truncated IDX file: shape \\(5, 4, 4\\) needs 96 bytes, file has 93"):
+    with pytest.raises(
+        ValueError, match="truncated IDX file: shape \\(5, 4, 4\\) needs 96 bytes, file has 93"
+    ):
         load_file(p)
     p.write_bytes(good[:6])
     with pytest.raises(ValueError, match="truncated IDX file \\(header needs 16 bytes"):

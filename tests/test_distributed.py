@@ -7,6 +7,7 @@ runs in this process.  Since the loss is a sum, the all-reduced shard gradients 
 gradient up to round-off, so weights and histories agree to float round-off (float64: rtol
 1e-10; float32: 1e-4 relative to the largest entry).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -14,7 +15,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,6 @@ import pytest
 import torch
 
 from _spawn import spawn_ranks
-
 from ntkdr import distributed as D
 from ntkdr.models import TwoLayerReLU
 from ntkdr.train import fit
@@ -75,7 +74,9 @@ def _run(name, **extra):
     mk, dk, fk = SCENARIOS[name]
     mk = dict(mk)
     X, Y, Xs, Ys = _data(**dk)
-    model = TwoLayerReLU(X.shape[1], mk.pop("m"), seed=3, dtype=mk.pop("dtype", torch.float64), **mk)
+    model = TwoLayerReLU(
+        X.shape[1], mk.pop("m"), seed=3, dtype=mk.pop("dtype", torch.float64), **mk
+    )
     fk = dict(fk)
     steps = fk.pop("steps")
     h = fit(model, X, Y, steps, X_test=Xs, y_test=Ys, progress=False, seed=5, **fk, **extra)
@@ -87,7 +88,10 @@ def _worker(rank: int, tmp: str) -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=WORLD,
+        "gloo",
+        init_method=f"file://{tmp}/rendezvous",
+        rank=rank,
+        world_size=WORLD,
         timeout=datetime.timedelta(seconds=SPAWN_TIMEOUT_S),
     )
     out = {name: _run(name) for name in SCENARIOS}
@@ -129,7 +133,11 @@ def _close(a, b, dtype, what):
     tol = TOL[dtype]
     scale = max(np.abs(b).max(initial=0.0), 1e-300)
     err = np.abs(a - b).max(initial=0.0)
-    ok = err <= tol * scale if dtype == torch.float32 else np.allclose(a, b, rtol=tol, atol=tol * scale)
+    ok = (
+        err <= tol * scale
+        if dtype == torch.float32
+        else np.allclose(a, b, rtol=tol, atol=tol * scale)
+    )
     assert ok, f"{what}: max |diff| = {err:.3e} (scale {scale:.3e})"
 
 
@@ -148,7 +156,13 @@ def _compare(dist_out, ref_out, dtype):
     assert hd["step"] == hr["step"]
     assert hd["n_train"] == hr["n_train"] and hd["lr_rule"] == hr["lr_rule"]
     _close(hd["lr"], hr["lr"], dtype, "lr")
-    for key in ("train_loss", "test_loss", "weight_change_fro", "weight_change_max_row", "initial_outputs"):
+    for key in (
+        "train_loss",
+        "test_loss",
+        "weight_change_fro",
+        "weight_change_max_row",
+        "initial_outputs",
+    ):
         _close(hd[key], hr[key], dtype, key)
     for key in ("pattern_flip_fraction", "ntk_drift"):
         _nan_close(hd[key], hr[key], dtype, key)
@@ -221,7 +235,9 @@ def test_shard_indices_partition(n, world):
     assert [i for s in shards for i in s] == list(range(n))
     sizes = [len(s) for s in shards]
     assert max(sizes) - min(sizes) <= 1
-    assert [D.shard_slice(n, r, world) for r in range(world)] == [slice(s.start, s.stop) for s in shards]
+    assert [D.shard_slice(n, r, world) for r in range(world)] == [
+        slice(s.start, s.stop) for s in shards
+    ]
 
 
 def test_shard_indices_validation():
@@ -283,28 +299,66 @@ def test_torchrun_cli_matches_single_process(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip("torchrun is not installed beside this python")
-    flags = ["train", "--dataset", "digits", "--classes", "3,5", "--width", "64", "--steps", "5",
-             "--dtype", "float64", "--quiet", "--checkpoint-every", "2"]
+    flags = [
+        "train",
+        "--dataset",
+        "digits",
+        "--classes",
+        "3,5",
+        "--width",
+        "64",
+        "--steps",
+        "5",
+        "--dtype",
+        "float64",
+        "--quiet",
+        "--checkpoint-every",
+        "2",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
     one, two = tmp_path / "one", tmp_path / "two"
-    single = subprocess.Popen([sys.executable, "-m", "ntkdr", *flags, "--out", str(one)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    cmd = [str(torchrun), "--nproc-per-node=2", "--nnodes=1", "--rdzv-backend=c10d",
-           f"--rdzv-endpoint=127.0.0.1:{_free_port()}", "-m", "ntkdr", *flags, "--out", str(two)]
+    single = subprocess.Popen(
+        [sys.executable, "-m", "ntkdr", *flags, "--out", str(one)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    cmd = [
+        str(torchrun),
+        "--nproc-per-node=2",
+        "--nnodes=1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{_free_port()}",
+        "-m",
+        "ntkdr",
+        *flags,
+        "--out",
+        str(two),
+    ]
     dist = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=SPAWN_TIMEOUT_S)
     s_out, _ = single.communicate(timeout=SPAWN_TIMEOUT_S)
     assert single.returncode == 0, s_out
     assert dist.returncode == 0, dist.stdout + dist.stderr
-    assert sorted(os.listdir(two)) == sorted(os.listdir(one)) == ["checkpoint.pt", "history.json", "model.pt"]
+    assert (
+        sorted(os.listdir(two))
+        == sorted(os.listdir(one))
+        == ["checkpoint.pt", "history.json", "model.pt"]
+    )
     a = torch.load(one / "model.pt", weights_only=True)
     b = torch.load(two / "model.pt", weights_only=True)
-    assert float((b["W"] - TwoLayerReLU(64, 64, seed=0, dtype=torch.float64).W.detach()).norm()) > 1e-6
+    assert (
+        float((b["W"] - TwoLayerReLU(64, 64, seed=0, dtype=torch.float64).W.detach()).norm()) > 1e-6
+    )
     for k in a:
         _close(b[k], a[k], torch.float64, k)
     import json
 
-    ha, hb = json.loads((one / "history.json").read_text()), json.loads((two / "history.json").read_text())
+    ha, hb = (
+        json.loads((one / "history.json").read_text()),
+        json.loads((two / "history.json").read_text()),
+    )
     _close(hb["train_loss"], ha["train_loss"], torch.float64, "train_loss")
     _close(hb["test_loss"], ha["test_loss"], torch.float64, "test_loss")

@@ -1,5 +1,6 @@
 """Empirical NTK: closed form == torch.func to round-off; projected within its own stderr; wide
 nets == analytic kernels within tolerances derived from the width / number of nets."""
+
 import math
 
 import numpy as np
@@ -28,7 +29,9 @@ CONFIGS = {
     "srht+output": dict(sketch=("srht", False), train_output=True),
     "sparse-renorm": dict(sketch=("sparse", True)),
     "train_sketch": dict(sketch=("gaussian", False), train_sketch=True),
-    "train_sketch-renorm+output": dict(sketch=("gaussian", True), train_sketch=True, train_output=True),
+    "train_sketch-renorm+output": dict(
+        sketch=("gaussian", True), train_sketch=True, train_output=True
+    ),
 }
 
 
@@ -51,7 +54,9 @@ def test_closed_form_equals_torch_func_float64(name, with_z):
     assert closed.shape == (9, 4 if with_z else 9)
     torch.testing.assert_close(closed, generic, rtol=1e-12, atol=1e-12)
     # row blocks give the same result
-    torch.testing.assert_close(ntk(net, X, Z, method="closed", chunk=2), closed, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(
+        ntk(net, X, Z, method="closed", chunk=2), closed, rtol=1e-13, atol=1e-13
+    )
     assert torch.equal(ntk(net, X, Z), closed)  # auto picks the closed form
 
 
@@ -60,11 +65,15 @@ def test_closed_form_uses_a_squared_and_requires_grad():
     with torch.no_grad():
         net.a.mul_(torch.linspace(0.2, 2.0, net.m, dtype=F64))  # |a_r| != 1, as after training
     X = unit_rows(7, 12)
-    torch.testing.assert_close(ntk(net, X, method="closed"), ntk(net, X, method="jacobian"), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        ntk(net, X, method="closed"), ntk(net, X, method="jacobian"), rtol=1e-12, atol=1e-12
+    )
     net.W.requires_grad_(False)  # only the output layer left
     P = torch.relu(X @ net.W.T)
     torch.testing.assert_close(ntk(net, X), P @ P.T / net.m, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(ntk(net, X, method="jacobian"), P @ P.T / net.m, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        ntk(net, X, method="jacobian"), P @ P.T / net.m, rtol=1e-12, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("name", ["dense+output", "srht+output", "train_sketch-renorm+output"])
@@ -84,8 +93,10 @@ def test_generic_path_on_a_plain_module_against_per_example_autograd():
 
     def jac(x):  # (c, p) by plain autograd, one output at a time
         out = model(x[None])[0]
-        rows = [torch.cat([g.flatten() for g in torch.autograd.grad(out[c], params, retain_graph=True)])
-                for c in range(out.numel())]
+        rows = [
+            torch.cat([g.flatten() for g in torch.autograd.grad(out[c], params, retain_graph=True)])
+            for c in range(out.numel())
+        ]
         return torch.stack(rows)
 
     JX = torch.stack([jac(x) for x in X])
@@ -95,13 +106,17 @@ def test_generic_path_on_a_plain_module_against_per_example_autograd():
     assert got.shape == (5, 3, 3, 3)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     # tiny memory budget: one row per chunk and no Z cache, same result
-    torch.testing.assert_close(ntk_jacobian(model, X, Z, max_memory=1), want, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(ntk_jacobian(model, X, chunk=2), torch.einsum("iap,jbp->ijab", JX, JX))
+    torch.testing.assert_close(
+        ntk_jacobian(model, X, Z, max_memory=1), want, rtol=1e-12, atol=1e-12
+    )
+    torch.testing.assert_close(
+        ntk_jacobian(model, X, chunk=2), torch.einsum("iap,jbp->ijab", JX, JX)
+    )
     # frozen parameters do not count
     model[2].weight.requires_grad_(False)
     idx = sum(p.numel() for p in params[:2])
     keep = torch.ones(JX.shape[-1], dtype=torch.bool)
-    keep[idx: idx + params[2].numel()] = False
+    keep[idx : idx + params[2].numel()] = False
     want2 = torch.einsum("iap,jbp->ijab", JX[..., keep], JZ[..., keep])
     torch.testing.assert_close(ntk(model, X, Z), want2, rtol=1e-12, atol=1e-12)
 
@@ -161,7 +176,9 @@ def _two_layer_stderr(net, X):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
-@pytest.mark.parametrize("layers, kappa", [("first", 1.0), ("first", 0.5), ("both", 1.0), ("both", 0.6)])
+@pytest.mark.parametrize(
+    "layers, kappa", [("first", 1.0), ("first", 0.5), ("both", 1.0), ("both", 0.6)]
+)
 def test_wide_two_layer_matches_analytic(layers, kappa, dtype):
     # Entries are means of m iid bounded per-unit terms: |emp - H| < 6 stderr, stderr from the sample.
     m, n, d = 2**16, 10, 6
@@ -195,7 +212,9 @@ def test_wide_deep_relu_matches_fc_relu_kernels(depth, b_std):
     # entries, relative to max|Theta|) at widths 16 and 64 with 600-1500 nets, so 1x is generous.
     d, width, R, n = 5, 128, 20, 6
     X = unit_rows(n, d, seed=8) * torch.linspace(0.7, 1.5, n, dtype=F64)[:, None]
-    Ks = torch.stack([ntk(DeepReLU(d, width, depth, b_std=b_std, seed=s, dtype=F64), X) for s in range(R)])
+    Ks = torch.stack(
+        [ntk(DeepReLU(d, width, depth, b_std=b_std, seed=s, dtype=F64), X) for s in range(R)]
+    )
     theta, _ = fc_relu_kernels(X, depth=depth, b_std=b_std)
     theta = torch.as_tensor(theta)
     bias = 0.0 if depth == 1 else depth / width * theta.abs().max()
@@ -207,11 +226,16 @@ def test_factorized_deep_relu_limit_is_the_kernel_of_scaled_sketched_data():
     # Layer 0 factorized with fan-in kept at d: its kernel is the dense one on sqrt(k / d) S X.
     d, k, width, R, n = 16, 6, 128, 20, 5
     X = unit_rows(n, d, seed=9)
-    nets = [DeepReLU(d, width, 1, factorize={0: ("gaussian", k)}, seed=s, dtype=F64) for s in range(R)]
+    nets = [
+        DeepReLU(d, width, 1, factorize={0: ("gaussian", k)}, seed=s, dtype=F64) for s in range(R)
+    ]
     Ks = torch.stack([ntk(net, X) for net in nets])
-    theta = torch.stack([
-        torch.as_tensor(fc_relu_kernels(math.sqrt(k / d) * (X @ net.layers[0].S.T), depth=1)[0]) for net in nets
-    ])  # each net has its own sketch: compare with the mean of the per-net limits
+    theta = torch.stack(
+        [
+            torch.as_tensor(fc_relu_kernels(math.sqrt(k / d) * (X @ net.layers[0].S.T), depth=1)[0])
+            for net in nets
+        ]
+    )  # each net has its own sketch: compare with the mean of the per-net limits
     err = (Ks - theta).mean(0).abs()
     assert (err <= 6 * (Ks - theta).std(0) / math.sqrt(R)).all()
 

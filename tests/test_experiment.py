@@ -1,4 +1,5 @@
 """Pieces of the main job that the end-to-end CLI test cannot pin down exactly."""
+
 import numpy as np
 import pytest
 

@@ -4,6 +4,7 @@ References: Monte-Carlo averages over random networks (tolerances from the sampl
 standard error), neural-tangents (tests/data/nt_reference.npz, made by make_nt_reference.py),
 mpmath at 50 digits, untiled evaluation, and the explicit matrix for matrix-free products.
 """
+
 from __future__ import annotations
 
 import math
@@ -100,9 +101,13 @@ def test_fc_depth2_nngp_monte_carlo():
     _, nngp = fc_relu_kernels(X, None, 2, w, b, w_out)
     means = np.empty((R, 3, 3))
     for r in range(R):
-        h1 = w * (rng.standard_normal((m1, d)) @ X.T) / math.sqrt(d) + b * rng.standard_normal((m1, 1))
+        h1 = w * (rng.standard_normal((m1, d)) @ X.T) / math.sqrt(d) + b * rng.standard_normal(
+            (m1, 1)
+        )
         a1 = np.maximum(h1, 0)
-        h2 = w * (rng.standard_normal((m2, m1)) @ a1) / math.sqrt(m1) + b * rng.standard_normal((m2, 1))
+        h2 = w * (rng.standard_normal((m2, m1)) @ a1) / math.sqrt(m1) + b * rng.standard_normal(
+            (m2, 1)
+        )
         a2 = np.maximum(h2, 0)
         # E[f(x) f(z) | layers] = w_out^2 mean_j a2_j(x) a2_j(z) + b^2 (readout weights and bias)
         means[r] = w_out**2 * (a2.T @ a2) / m2 + b**2
@@ -133,7 +138,9 @@ def test_fc_matches_neural_tangents():
             scale_ntk, scale_nngp = np.abs(nt_ntk).max(), np.abs(nt_nngp).max()
             # NNGP: insensitive to the angle's rounding, float64 round-off everywhere
             np.testing.assert_allclose(nngp, nt_nngp, rtol=0, atol=1e-13 * scale_nngp)
-            np.testing.assert_allclose(nngp, ref["nngp_" + key + "_mp"][i], rtol=0, atol=1e-13 * scale_nngp)
+            np.testing.assert_allclose(
+                nngp, ref["nngp_" + key + "_mp"][i], rtol=0, atol=1e-13 * scale_nngp
+            )
             # NTK: float64 round-off where the angle is well conditioned ...
             np.testing.assert_allclose(ntk[~bad], nt_ntk[~bad], rtol=1e-12, atol=1e-13 * scale_ntk)
             # ... and within the sqrt(eps) limit of any GEMM-based evaluation (neural-tangents
@@ -175,7 +182,9 @@ def test_tiled_equals_untiled(tile, monkeypatch):
     ref_fc = [fc_relu_kernels(X, B, 3, 1.1, 0.2, 0.9) for B in (Z, None)]
     monkeypatch.setattr(kernels, "_CPU_BLOCK", 20)  # elementwise blocks of a few rows
     for B, r2, rf in zip((Z, None), ref_two, ref_fc):
-        np.testing.assert_allclose(two_layer_ntk(X, B, "both", kappa=0.8, tile=tile), r2, rtol=1e-14, atol=1e-14)
+        np.testing.assert_allclose(
+            two_layer_ntk(X, B, "both", kappa=0.8, tile=tile), r2, rtol=1e-14, atol=1e-14
+        )
         ntk, nngp = fc_relu_kernels(X, B, 3, 1.1, 0.2, 0.9, tile=tile)
         np.testing.assert_allclose(ntk, rf[0], rtol=1e-14, atol=1e-14)
         np.testing.assert_allclose(nngp, rf[1], rtol=1e-14, atol=1e-14)
@@ -190,7 +199,9 @@ def test_out_memmap_and_tensor(tmp_path):
     mm.flush()
     np.testing.assert_allclose(np.load(tmp_path / "k.npy"), ref, rtol=1e-14, atol=1e-14)
     # float32 compute into a float64 file goes through tile buffers (budget-sized)
-    mm2 = np.lib.format.open_memmap(tmp_path / "k2.npy", mode="w+", dtype=np.float64, shape=(23, 23))
+    mm2 = np.lib.format.open_memmap(
+        tmp_path / "k2.npy", mode="w+", dtype=np.float64, shape=(23, 23)
+    )
     two_layer_ntk(X.astype(np.float32), None, "both", out=mm2, max_memory=3000)
     np.testing.assert_allclose(mm2, two_layer_ntk(X, None, "both"), rtol=1e-5, atol=1e-5)
     assert np.array_equal(mm2, mm2.T)
@@ -315,11 +326,18 @@ def test_float32_close_to_float64():
     X, Z = _data(n=30, m=20, d=8)
     for B in (Z, None):
         k64 = two_layer_ntk(X, B, "both")
-        k32 = two_layer_ntk(X.astype(np.float32), None if B is None else B.astype(np.float32), "both")
+        k32 = two_layer_ntk(
+            X.astype(np.float32), None if B is None else B.astype(np.float32), "both"
+        )
         assert k32.dtype == np.float32
         np.testing.assert_allclose(k32, k64, rtol=0, atol=2e-5 * np.abs(k64).max())
         n64, g64 = fc_relu_kernels(X, B, 2, b_std=0.1)
-        n32, g32 = fc_relu_kernels(torch.from_numpy(X).float(), None if B is None else torch.from_numpy(B).float(), 2, b_std=0.1)
+        n32, g32 = fc_relu_kernels(
+            torch.from_numpy(X).float(),
+            None if B is None else torch.from_numpy(B).float(),
+            2,
+            b_std=0.1,
+        )
         assert n32.dtype == torch.float32
         np.testing.assert_allclose(n32.numpy(), n64, rtol=0, atol=2e-5 * np.abs(n64).max())
         np.testing.assert_allclose(g32.numpy(), g64, rtol=0, atol=2e-5 * np.abs(g64).max())
@@ -333,7 +351,9 @@ def test_kinds_and_dtype_promotion():
     assert isinstance(Kt, torch.Tensor) and Kt.dtype == torch.float32
     mixed = two_layer_ntk(X.astype(np.float32), Z)  # promoted to the wider dtype
     assert mixed.dtype == np.float64
-    np.testing.assert_allclose(mixed, two_layer_ntk(X.astype(np.float32).astype(np.float64), Z), rtol=1e-14)
+    np.testing.assert_allclose(
+        mixed, two_layer_ntk(X.astype(np.float32).astype(np.float64), Z), rtol=1e-14
+    )
     cast = two_layer_ntk(X, Z, dtype="float32")
     assert cast.dtype == np.float32
     ntk, nngp = fc_relu_kernels(torch.from_numpy(X), depth=2)
@@ -393,8 +413,16 @@ def _kahan_h1(X, Z):
     return out
 
 
-@pytest.mark.parametrize("dtype,exp", [(np.float64, 400), (np.float64, -400), (np.float64, -500),
-                                       (np.float32, 50), (np.float32, -50)])
+@pytest.mark.parametrize(
+    "dtype,exp",
+    [
+        (np.float64, 400),
+        (np.float64, -400),
+        (np.float64, -500),
+        (np.float32, 50),
+        (np.float32, -50),
+    ],
+)
 def test_kernels_correct_where_norm_products_overflow(dtype, exp):
     """|x|^2 |z|^2 leaves the dtype's range but the kernel (~|x||z|) does not: H(2^e X) = 4^e H(X)."""
     X = _rng(7).standard_normal((6, 4))
@@ -424,16 +452,19 @@ def test_kernel_of_tiny_against_huge_rows(dtype, exp):
     assert np.all(np.abs(K.astype(np.float64) - K0) <= 8 * math.sqrt(eps) * s)
 
 
-@pytest.mark.parametrize("call", [
-    lambda X: two_layer_ntk(X * 1e160),
-    lambda X: two_layer_ntk(X * 1e150, X * 1e200),
-    lambda X: two_layer_ntk(X * 1e100, layers="both", kappa=1e60),
-    lambda X: fc_relu_kernels(X, depth=3, w_std=1e60),
-    lambda X: fc_relu_kernels(X.astype(np.float32), depth=1, b_std=1e20),
-    lambda X: kernels.two_layer_ntk_diag(X * 1e160),
-    lambda X: kernels.fc_relu_kernels_diag(X, w_out=1e160),
-    lambda X: NTK().matvec(X * 1e160, np.ones(4)),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda X: two_layer_ntk(X * 1e160),
+        lambda X: two_layer_ntk(X * 1e150, X * 1e200),
+        lambda X: two_layer_ntk(X * 1e100, layers="both", kappa=1e60),
+        lambda X: fc_relu_kernels(X, depth=3, w_std=1e60),
+        lambda X: fc_relu_kernels(X.astype(np.float32), depth=1, b_std=1e20),
+        lambda X: kernels.two_layer_ntk_diag(X * 1e160),
+        lambda X: kernels.fc_relu_kernels_diag(X, w_out=1e160),
+        lambda X: NTK().matvec(X * 1e160, np.ones(4)),
+    ],
+)
 def test_unrepresentable_kernel_raises(call):
     X = _rng(8).standard_normal((4, 3))
     with pytest.raises(ValueError, match="kernel values overflow the dtype range"):

@@ -8,6 +8,7 @@ every kernel-vector product and all-reduces, so the distributed CG runs the same
 one process and its solution agrees to round-off (float64: rtol 1e-10; float32: 1e-4 of the
 largest entry), and the two ranks hold the same solution bit for bit.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -15,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,6 @@ import pytest
 import torch
 
 from _spawn import spawn_ranks
-
 from ntkdr import kernels
 from ntkdr.kernels import NTK, KernelOptions
 from ntkdr.regression import NTKRegressor, conjugate_gradient, kernel_cg_fit, kernel_operator
@@ -78,29 +77,48 @@ def _solve(name):
     kw, dk, dtype, mem = SCENARIOS[name]
     X, y = _data(**dk)
     kern = NTK(**kw, options=KernelOptions(max_memory=mem))
-    res = kernel_cg_fit(kern, torch.as_tensor(X, dtype=dtype), torch.as_tensor(y), RIDGE, tol=CG_TOL[dtype], max_iter=200)
-    return {"x": res.x.clone(), "n_iter": res.n_iter, "history": list(res.history), "world": res.world_size,
-            "residual": float(np.max(res.residual))}
+    res = kernel_cg_fit(
+        kern,
+        torch.as_tensor(X, dtype=dtype),
+        torch.as_tensor(y),
+        RIDGE,
+        tol=CG_TOL[dtype],
+        max_iter=200,
+    )
+    return {
+        "x": res.x.clone(),
+        "n_iter": res.n_iter,
+        "history": list(res.history),
+        "world": res.world_size,
+        "residual": float(np.max(res.residual)),
+    }
 
 
 def _worker(rank: int, tmp: str) -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=WORLD,
+        "gloo",
+        init_method=f"file://{tmp}/rendezvous",
+        rank=rank,
+        world_size=WORLD,
         timeout=datetime.timedelta(seconds=SPAWN_TIMEOUT_S),
     )
     out = {name: _solve(name) for name in SCENARIOS}
     X, y = _data()
     # the estimator's CG path (distributed=None: the group is used), and distributed=False
     out["regressor"] = NTKRegressor(solver="cg", ridge=RIDGE, cg_tol=1e-10).fit(X, y).dual_coef_
-    out["regressor_alone"] = NTKRegressor(solver="cg", ridge=RIDGE, cg_tol=1e-10, distributed=False).fit(X, y).dual_coef_
+    out["regressor_alone"] = (
+        NTKRegressor(solver="cg", ridge=RIDGE, cg_tol=1e-10, distributed=False).fit(X, y).dual_coef_
+    )
     # the operator alone: each rank's rows, assembled
     op = kernel_operator(NTK(), torch.as_tensor(X), ridge=RIDGE)
     out["operator"] = op(torch.as_tensor(y)[:, None])[:, 0]
     out["operator_calls"] = op.n_calls
     # fewer rows than ranks: one rank has an empty shard
-    out["tiny"] = kernel_cg_fit(NTK(), torch.as_tensor(X[:1]), torch.as_tensor(y[:1]), RIDGE, tol=1e-10).x
+    out["tiny"] = kernel_cg_fit(
+        NTK(), torch.as_tensor(X[:1]), torch.as_tensor(y[:1]), RIDGE, tol=1e-10
+    ).x
     # different data on the ranks: an error on every rank, not a hang or a silent mix
     for what, args in (("X", (X + rank, y)), ("y", (X, y + rank))):
         try:
@@ -122,7 +140,9 @@ def _close(a, b, dtype):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     assert a.shape == b.shape
     scale = np.abs(b).max()
-    assert np.abs(a - b).max() <= TOL[dtype] * scale, f"max |diff| {np.abs(a - b).max():.3e}, scale {scale:.3e}"
+    assert np.abs(a - b).max() <= TOL[dtype] * scale, (
+        f"max |diff| {np.abs(a - b).max():.3e}, scale {scale:.3e}"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -136,8 +156,11 @@ def test_two_ranks_match_single_process_cg(ranks, name):
     X, y = _data(**SCENARIOS[name][1])
     ref = _solve(name)
     assert ref["world"] == 1 and ref["residual"] <= CG_TOL[dtype]
-    bound = (2 * CG_TOL[torch.float64] * np.linalg.norm(y) / RIDGE * (1 + 1e-6)
-             if dtype == torch.float64 else TOL[dtype] * float(ref["x"].norm()))
+    bound = (
+        2 * CG_TOL[torch.float64] * np.linalg.norm(y) / RIDGE * (1 + 1e-6)
+        if dtype == torch.float64
+        else TOL[dtype] * float(ref["x"].norm())
+    )
     for r in range(WORLD):
         got = ranks[r][name]
         assert got["world"] == WORLD and got["residual"] <= CG_TOL[dtype]
@@ -164,7 +187,9 @@ def test_distributed_estimator_operator_and_edge_cases(ranks):
     for r in range(WORLD):
         np.testing.assert_allclose(ranks[r]["regressor"], dense, rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(ranks[r]["regressor_alone"], dense, rtol=1e-8, atol=1e-10)
-        np.testing.assert_allclose(ranks[r]["operator"].numpy(), ref_h1(X) @ y + RIDGE * y, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            ranks[r]["operator"].numpy(), ref_h1(X) @ y + RIDGE * y, rtol=1e-10, atol=1e-12
+        )
         assert ranks[r]["operator_calls"] == 1
         np.testing.assert_allclose(ranks[r]["tiny"].numpy(), y[:1] / (0.5 + RIDGE), rtol=1e-12)
         for what in ("X", "y"):
@@ -252,16 +277,34 @@ def _check_json(out, n):
 
 def test_script_runs_end_to_end_and_writes_json(tmp_path):
     path = tmp_path / "out.json"
-    cmd = [sys.executable, str(SCRIPT), "--n", "300", "--d", "20", "--threads", "1", "--no-progress",
-           "--max-memory", "1MiB", "--json", str(path)]
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--n",
+        "300",
+        "--d",
+        "20",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--max-memory",
+        "1MiB",
+        "--json",
+        str(path),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_script_env())
     assert done.returncode == 0, done.stderr
     assert "iterations" in done.stdout and "peak RSS" in done.stdout
     out = json.loads(path.read_text())
     _check_json(out, 300)
     assert out["ranks"] == 1 and out["max_memory_bytes"] == 2**20
-    bad = subprocess.run([sys.executable, str(SCRIPT), "--n", "0"], capture_output=True, text=True,
-                         timeout=60, env=_script_env())
+    bad = subprocess.run(
+        [sys.executable, str(SCRIPT), "--n", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_script_env(),
+    )
     assert bad.returncode != 0 and "--n" in bad.stderr
 
 
@@ -273,13 +316,24 @@ def test_script_under_torchrun_matches_one_process(tmp_path):
     outs = []
     for launcher in ([sys.executable], [str(torchrun), "--standalone", "--nproc_per_node=2"]):
         path = tmp_path / f"out{len(outs)}.json"
-        cmd = launcher + [str(SCRIPT), "--n-train", "400", "--dim", "20", "--no-progress", "--json", str(path)]
+        cmd = launcher + [
+            str(SCRIPT),
+            "--n-train",
+            "400",
+            "--dim",
+            "20",
+            "--no-progress",
+            "--json",
+            str(path),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=_script_env())
         assert done.returncode == 0, done.stderr
         outs.append(json.loads(path.read_text()))
     one, two = outs
     _check_json(two, 400)
-    assert two["ranks"] == 2 and one["ranks"] == 1 and abs(one["iterations"] - two["iterations"]) <= 2
+    assert (
+        two["ranks"] == 2 and one["ranks"] == 1 and abs(one["iterations"] - two["iterations"]) <= 2
+    )
     _check_json(one, 400)
     # both solutions meet the CG tolerance, so they (and the test mse) agree to about tol, not
     # to round-off: CG amplifies the round-off difference of the sharded products

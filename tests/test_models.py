@@ -1,5 +1,6 @@
 """Models: parameterization, factorized == dense with W = U S, SketchedLinear == Linear, DeepReLU
 output variance == NNGP diagonal (Monte Carlo, tolerance from the sample), validation."""
+
 import math
 
 import numpy as np
@@ -58,7 +59,9 @@ def test_output_scale_is_one_over_sqrt_m():
     d, kappa = 5, 1.3
     x = unit_rows(1, d) * 2.0
     for m in (16, 1024):
-        f2 = torch.stack([TwoLayerReLU(d, m, kappa=kappa, seed=s, dtype=F64)(x)[0] ** 2 for s in range(400)])
+        f2 = torch.stack(
+            [TwoLayerReLU(d, m, kappa=kappa, seed=s, dtype=F64)(x)[0] ** 2 for s in range(400)]
+        )
         want = kappa**2 * 4.0 / 2
         assert abs(f2.mean().item() - want) < 6 * f2.std().item() / math.sqrt(len(f2))
 
@@ -87,7 +90,12 @@ def test_factorized_equals_dense_with_materialised_weight(kind, dtype):
     d, k, m = 16, 6, 200
     sk = make_sketch(kind, d, k, seed=2)
     fac = TwoLayerReLU(d, m, sketch=sk, seed=0, dtype=dtype, train_output=True)
-    assert fac.factorized and fac.W.shape == (m, k) and fac.S.shape == (k, d) and fac.d_in == k == fac.k
+    assert (
+        fac.factorized
+        and fac.W.shape == (m, k)
+        and fac.S.shape == (k, d)
+        and fac.d_in == k == fac.k
+    )
     assert fac.U is fac.W
     dense = TwoLayerReLU(d, m, dtype=dtype, train_output=True)
     with torch.no_grad():
@@ -110,7 +118,9 @@ def test_factorized_srht_forward_at_a_pruned_split(dtype):
     d, k, m = 1500, 97, 300
     sk = make_sketch("srht", d, k, seed=4)
     factors, a = sk.plan()
-    assert 1 < a < sk.d_pad and factors  # really the pruned split, not one GEMM / the full transform
+    assert (
+        1 < a < sk.d_pad and factors
+    )  # really the pruned split, not one GEMM / the full transform
     net = TwoLayerReLU(d, m, sketch=sk, seed=1, dtype=dtype)
     X = unit_rows(40, d, seed=3, dtype=dtype)
     S, W, av = (t.detach().double() for t in (net.S, net.W, net.a))
@@ -129,7 +139,10 @@ def test_factorized_srht_forward_at_a_pruned_split(dtype):
     torch.testing.assert_close(Xg.grad.double(), want_grad, rtol=10 * tol, atol=10 * tol)
     # a NaN in a tensor input is still reported by name (the sketch checks it through its output)
     X[7, 1234] = float("nan")
-    with torch.no_grad(), pytest.raises(ValueError, match=r"X contains NaN or Inf \(first at row 7, column 1234\)"):
+    with (
+        torch.no_grad(),
+        pytest.raises(ValueError, match=r"X contains NaN or Inf \(first at row 7, column 1234\)"),
+    ):
         net(X)
 
 
@@ -240,7 +253,9 @@ def test_sketched_linear_equals_linear_with_W_equal_U_S(kind):
 
 def test_sketched_linear_ntk_parameterization_and_from_linear():
     d, m, k = 16, 7, 16
-    layer = SketchedLinear(d, m, k, sketch="gaussian", parameterization="ntk", w_std=1.5, b_std=0.2, dtype=F64)
+    layer = SketchedLinear(
+        d, m, k, sketch="gaussian", parameterization="ntk", w_std=1.5, b_std=0.2, dtype=F64
+    )
     x = torch.randn(5, d, dtype=F64)
     want = 1.5 / math.sqrt(d) * (x @ layer.S.T) @ layer.U.T + 0.2 * layer.bias
     torch.testing.assert_close(layer(x), want.detach())
@@ -275,7 +290,9 @@ def test_deep_relu_structure_and_forward_formula():
             h = torch.relu(h)
     torch.testing.assert_close(net(X), h.detach())
     assert net(X).shape == (4, 2) and DeepReLU(d, 7)(X.float()).shape == (4,)
-    assert torch.equal(DeepReLU(d, 7, seed=2).layers[0].weight, DeepReLU(d, 7, seed=2).layers[0].weight)
+    assert torch.equal(
+        DeepReLU(d, 7, seed=2).layers[0].weight, DeepReLU(d, 7, seed=2).layers[0].weight
+    )
     fac = DeepReLU(d, [16, 16], factorize={1: ("gaussian", 4)}, seed=1)
     assert isinstance(fac.layers[1], SketchedLinear) and isinstance(fac.layers[0], NTKLinear)
     assert fac.layers[1].k == 4 and fac(X.float()).shape == (4,)
@@ -288,10 +305,15 @@ def test_deep_relu_output_variance_matches_nngp_diagonal(depth, b_std):
     # 4 outputs each (averaged per net, so the R samples are iid), tolerance 6 sample stderrs.
     d, width, R = 6, 32, 600
     X = unit_rows(3, d) * torch.tensor([[1.0], [2.0], [0.5]], dtype=F64)
-    f2 = torch.stack([
-        (DeepReLU(d, width, depth, b_std=b_std, w_out=1.3, out_dim=4, seed=s, dtype=F64)(X) ** 2).mean(1)
-        for s in range(R)
-    ])
+    f2 = torch.stack(
+        [
+            (
+                DeepReLU(d, width, depth, b_std=b_std, w_out=1.3, out_dim=4, seed=s, dtype=F64)(X)
+                ** 2
+            ).mean(1)
+            for s in range(R)
+        ]
+    )
     _, nngp = fc_relu_kernels(X, depth=depth, b_std=b_std, w_out=1.3)
     want = torch.as_tensor(nngp).diagonal()
     err = (f2.mean(0) - want).abs()

@@ -21,6 +21,7 @@ Inputs whose magnitudes are so large or small that ``|x|^2 |z|^2`` leaves the dt
 are tested separately at the end of the file (finite inputs of extreme magnitude: a correct
 finite result or a ``ValueError``, never NaN / Inf).
 """
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -38,7 +39,10 @@ from ntkdr.kernels import fc_relu_kernels, two_layer_ntk
 from ntkdr.sketches import SKETCH_KINDS, make_sketch
 
 FLOATS = (np.float32, np.float64)
-EPS = {np.dtype(np.float32): float(np.finfo(np.float32).eps), np.dtype(np.float64): float(np.finfo(np.float64).eps)}
+EPS = {
+    np.dtype(np.float32): float(np.finfo(np.float32).eps),
+    np.dtype(np.float64): float(np.finfo(np.float64).eps),
+}
 # Row scales 2**e with |e| <= SAFE_EXP keep |x|^2 |z|^2 (and the deep-kernel q q') inside the
 # dtype's normal range; beyond it see the extreme-magnitude tests at the end of the file.
 SAFE_EXP = {np.dtype(np.float32): 16, np.dtype(np.float64): 100}
@@ -58,7 +62,9 @@ def float_matrices(draw, n=(1, 20), d=(1, 16), dtype=None, safe=True):
     width = 32 if dt == np.float32 else 64
     # Entries 0 or 2^-20 <= |v| <= 1: a row's magnitude is set by its power-of-two scale below.
     lo = 2.0**-20
-    elements = st.one_of(st.just(0.0), st.floats(lo, 1, width=width), st.floats(-1, -lo, width=width))
+    elements = st.one_of(
+        st.just(0.0), st.floats(lo, 1, width=width), st.floats(-1, -lo, width=width)
+    )
     X = draw(hnp.arrays(dt, (n, d), elements=elements)).astype(np.float64)
     special = st.lists(st.integers(0, n - 1), max_size=3)
     for i in draw(special):  # duplicates / parallel copies (lambda_0 = 0)
@@ -246,7 +252,9 @@ def test_two_layer_ntk_cross(X, Z, kind, layers):
 )
 def test_fc_relu_kernels(X, kind, depth, w, b, w_out, tile):
     n, _ = X.shape
-    ntk, nngp = fc_relu_kernels(to_kind(X, kind), depth=depth, w_std=w, b_std=b, w_out=w_out, tile=tile)
+    ntk, nngp = fc_relu_kernels(
+        to_kind(X, kind), depth=depth, w_std=w, b_std=b, w_out=w_out, tile=tile
+    )
     N = check_kind_dtype(ntk, kind, X.dtype, (n, n))
     G = check_kind_dtype(nngp, kind, X.dtype, (n, n))
     eps = EPS[X.dtype]
@@ -288,29 +296,52 @@ def test_fc_relu_kernels_cross(X, Z, depth):
 def bad_arrays(draw):
     """Arrays the kernels must reject with ValueError, with a fragment of the expected message."""
     n, d = draw(st.integers(1, 6)), draw(st.integers(1, 6))
-    case = draw(st.sampled_from(["nan", "inf", "-inf", "empty_rows", "empty_cols", "1d", "3d", "0d",
-                                 "str", "object", "complex", "ragged"]))
+    case = draw(
+        st.sampled_from(
+            [
+                "nan",
+                "inf",
+                "-inf",
+                "empty_rows",
+                "empty_cols",
+                "1d",
+                "3d",
+                "0d",
+                "str",
+                "object",
+                "complex",
+                "ragged",
+            ]
+        )
+    )
     dt = draw(st.sampled_from(FLOATS))
     X = np.ones((n, d), dtype=dt)
     if case in ("nan", "inf", "-inf"):
         X[draw(st.integers(0, n - 1)), draw(st.integers(0, d - 1))] = float(case)
         return X, "NaN or Inf", d
-    return (*{
-        "empty_rows": (np.ones((0, d), dt), "empty"),
-        "empty_cols": (np.ones((n, 0), dt), "empty"),
-        "1d": (np.ones(d, dt), "2-D"),
-        "3d": (np.ones((n, d, 2), dt), "2-D"),
-        "0d": (np.float64(1.0), "2-D"),
-        "str": (np.full((n, d), "a"), "numeric"),
-        "object": (np.array([[object()] * d] * n), "numeric"),
-        "complex": (np.ones((n, d), np.complex128), "real"),
-        "ragged": ([[1.0] * d, [1.0] * (d + 1)], "numeric"),
-    }[case], d)
+    return (
+        *{
+            "empty_rows": (np.ones((0, d), dt), "empty"),
+            "empty_cols": (np.ones((n, 0), dt), "empty"),
+            "1d": (np.ones(d, dt), "2-D"),
+            "3d": (np.ones((n, d, 2), dt), "2-D"),
+            "0d": (np.float64(1.0), "2-D"),
+            "str": (np.full((n, d), "a"), "numeric"),
+            "object": (np.array([[object()] * d] * n), "numeric"),
+            "complex": (np.ones((n, d), np.complex128), "real"),
+            "ragged": ([[1.0] * d, [1.0] * (d + 1)], "numeric"),
+        }[case],
+        d,
+    )
 
 
 @settings(max_examples=60, deadline=None)
-@given(bad=bad_arrays(), kind=st.sampled_from(["numpy", "torch"]), as_z=st.booleans(),
-       fn=st.sampled_from(["two_layer", "fc"]))
+@given(
+    bad=bad_arrays(),
+    kind=st.sampled_from(["numpy", "torch"]),
+    as_z=st.booleans(),
+    fn=st.sampled_from(["two_layer", "fc"]),
+)
 def test_kernels_reject_bad_arrays(bad, kind, as_z, fn):
     A, fragment, d = bad
     if kind == "torch" and isinstance(A, np.ndarray) and A.dtype.kind in "fc":
@@ -348,9 +379,17 @@ def test_kernels_integer_input_gives_float32(X, kind):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    arg=st.sampled_from(["tile", "max_memory", "depth", "w_std", "b_std", "w_out", "kappa", "layers"]),
-    value=st.one_of(st.integers(-3, 0), st.floats(-1e6, 1e6), st.sampled_from([math.nan, math.inf, -math.inf]),
-                    st.none(), st.text(max_size=3), st.booleans()),
+    arg=st.sampled_from(
+        ["tile", "max_memory", "depth", "w_std", "b_std", "w_out", "kappa", "layers"]
+    ),
+    value=st.one_of(
+        st.integers(-3, 0),
+        st.floats(-1e6, 1e6),
+        st.sampled_from([math.nan, math.inf, -math.inf]),
+        st.none(),
+        st.text(max_size=3),
+        st.booleans(),
+    ),
 )
 def test_kernel_options_valid_or_value_error(arg, value):
     """Any option value gives a finite kernel or a ValueError naming the option."""
@@ -396,8 +435,14 @@ def _k_valid(kind: str, d: int, k) -> bool:
 def test_make_sketch_and_call(data, kind, seed, kind_arr, renormalize):
     X = data.draw(float_matrices())
     n, d = X.shape
-    k = data.draw(st.one_of(st.integers(-2, d + 3), st.sampled_from([d, 1]),
-                            st.sampled_from([None, 1.0, float(d), True, "2", np.int64(1)])), label="k")
+    k = data.draw(
+        st.one_of(
+            st.integers(-2, d + 3),
+            st.sampled_from([d, 1]),
+            st.sampled_from([None, 1.0, float(d), True, "2", np.int64(1)]),
+        ),
+        label="k",
+    )
     if not _k_valid(kind, d, k):
         with pytest.raises(ValueError, match=r"\bk\b"):
             make_sketch(kind, d, k, seed=seed, renormalize=renormalize)
@@ -425,8 +470,10 @@ def test_make_sketch_and_call(data, kind, seed, kind_arr, renormalize):
         nr = np.linalg.norm(ref, axis=1, keepdims=True)
         rel = bound / np.where(nr > 0, nr, 1.0)
         # Direction preserved where the row is not (nearly) annihilated by the map.
-        solid = (nr[:, 0] > 1e3 * bound.max(axis=1))
-        assert np.all(np.abs(A - ref / np.where(nr > 0, nr, 1.0))[solid] <= 4 * rel[solid] + 8 * eps)
+        solid = nr[:, 0] > 1e3 * bound.max(axis=1)
+        assert np.all(
+            np.abs(A - ref / np.where(nr > 0, nr, 1.0))[solid] <= 4 * rel[solid] + 8 * eps
+        )
     else:
         assert np.all(np.abs(A - ref) <= bound)
     # Deterministic given the seed: a fresh map gives identical output.
@@ -437,8 +484,13 @@ def test_make_sketch_and_call(data, kind, seed, kind_arr, renormalize):
 
 
 @settings(max_examples=40, deadline=None)
-@given(kind=st.sampled_from(SKETCH_KINDS), d=st.integers(1, 16), bad=bad_arrays(),
-       kind_arr=st.sampled_from(["numpy", "torch"]), wrong_d=st.booleans())
+@given(
+    kind=st.sampled_from(SKETCH_KINDS),
+    d=st.integers(1, 16),
+    bad=bad_arrays(),
+    kind_arr=st.sampled_from(["numpy", "torch"]),
+    wrong_d=st.booleans(),
+)
 def test_sketch_call_rejects_bad_input(kind, d, bad, kind_arr, wrong_d):
     S = make_sketch(kind, d, d, seed=0)
     if kind == "pca":
@@ -450,7 +502,12 @@ def test_sketch_call_rejects_bad_input(kind, d, bad, kind_arr, wrong_d):
     A, fragment, _ = bad
     if kind_arr == "torch" and isinstance(A, np.ndarray) and A.dtype.kind in "fc":
         A = torch.from_numpy(A)
-    if isinstance(A, (np.ndarray, torch.Tensor)) and A.ndim == 2 and A.shape[1] not in (0, d) and fragment != "empty":
+    if (
+        isinstance(A, (np.ndarray, torch.Tensor))
+        and A.ndim == 2
+        and A.shape[1] not in (0, d)
+        and fragment != "empty"
+    ):
         fragment = f"{fragment}|expects d = {d}"
     with pytest.raises(ValueError, match=fragment):
         S(A)
@@ -488,7 +545,9 @@ def gram_matrices(draw):
     n = draw(st.integers(1, 20))
     width = 32 if dt == np.float32 else 64
     lo = 2.0**-20
-    elements = st.one_of(st.just(0.0), st.floats(lo, 1, width=width), st.floats(-1, -lo, width=width))
+    elements = st.one_of(
+        st.just(0.0), st.floats(lo, 1, width=width), st.floats(-1, -lo, width=width)
+    )
     A = draw(hnp.arrays(dt, (n, n), elements=elements))
     E = SAFE_EXP[dt] // 2
     A = A.astype(np.float64) * 2.0 ** draw(st.integers(-E, E))
@@ -508,18 +567,26 @@ def test_lambda_min(G, kind):
     ev = np.linalg.eigvalsh(H64)
     scale = max(np.abs(H64).max(), np.finfo(np.float64).tiny)
     assert abs(lmin - ev[0]) <= 64 * H.shape[0] * EPS[np.dtype(np.float64)] * scale
-    assert lmin <= H64.diagonal().min() + 64 * EPS[np.dtype(np.float64)] * scale  # Rayleigh quotient
+    assert (
+        lmin <= H64.diagonal().min() + 64 * EPS[np.dtype(np.float64)] * scale
+    )  # Rayleigh quotient
 
 
 @FAST
-@given(G=gram_matrices(), data=st.data(), kind=st.sampled_from(["numpy", "torch"]),
-       delta=st.sampled_from([0.05, 0.5, 1e-6]))
+@given(
+    G=gram_matrices(),
+    data=st.data(),
+    kind=st.sampled_from(["numpy", "torch"]),
+    delta=st.sampled_from([0.05, 0.5, 1e-6]),
+)
 def test_generalization_bound(G, data, kind, delta):
     H, _ = G
     n = H.shape[0]
     c = data.draw(st.sampled_from([None, 1, 3]), label="outputs")
     shape = (n,) if c is None else (n, c)
-    y = data.draw(hnp.arrays(np.float64, shape, elements=st.floats(-4, 4, allow_subnormal=False)), label="y")
+    y = data.draw(
+        hnp.arrays(np.float64, shape, elements=st.floats(-4, 4, allow_subnormal=False)), label="y"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", theory.SingularKernelWarning)
         r = theory.generalization_bound(to_kind(H, kind), to_kind(y, kind), delta=delta)
@@ -536,11 +603,16 @@ def test_generalization_bound(G, data, kind, delta):
     comp = float((Y * np.linalg.solve(H64, Y)).sum())
     cond = r.lambda_max / r.lambda_min
     assert r.complexity >= 0
-    assert abs(r.complexity - comp) <= 1e3 * n * EPS[np.dtype(np.float64)] * cond * max(comp, 1e-300) + 1e-300
+    assert (
+        abs(r.complexity - comp)
+        <= 1e3 * n * EPS[np.dtype(np.float64)] * cond * max(comp, 1e-300) + 1e-300
+    )
     assert r.value == pytest.approx(math.sqrt(2 * r.complexity / n), rel=1e-12)
     assert r.total == pytest.approx(r.value + r.extra, rel=1e-12)
     if r.lambda_min > 0:
-        assert r.extra == pytest.approx(math.sqrt(max(math.log(n / (r.lambda_min * delta)), 0.0) / n), rel=1e-12)
+        assert r.extra == pytest.approx(
+            math.sqrt(max(math.log(n / (r.lambda_min * delta)), 0.0) / n), rel=1e-12
+        )
 
 
 @FAST
@@ -552,8 +624,14 @@ def test_kernel_ridge_fit(G, data, kind):
     scale = float(np.abs(H64).max()) or 1.0
     ridge = data.draw(st.sampled_from([0.0, 1e-3 * scale, scale]), label="ridge")
     c = data.draw(st.sampled_from([None, 2]), label="outputs")
-    y = data.draw(hnp.arrays(np.float64, (n,) if c is None else (n, c),
-                             elements=st.floats(-4, 4, allow_subnormal=False)), label="y")
+    y = data.draw(
+        hnp.arrays(
+            np.float64,
+            (n,) if c is None else (n, c),
+            elements=st.floats(-4, 4, allow_subnormal=False),
+        ),
+        label="y",
+    )
     try:
         alpha = regression.kernel_ridge_fit(to_kind(H, kind), to_kind(y, kind), ridge=ridge)
     except ValueError as exc:
@@ -571,15 +649,37 @@ def test_kernel_ridge_fit(G, data, kind):
     # alpha is returned in H's dtype: rounding it costs eps |alpha| relative and, below the
     # dtype's normal range, up to its smallest subnormal absolute (float32 alpha ~ 1e-210 is 0)
     tiny = float(np.finfo(H.dtype).smallest_subnormal)
-    tol = 1e3 * n * (EPS[np.dtype(np.float64)] * cond * np.abs(y).max()
-                     + np.abs(M).max() * (eps * np.abs(A).max() + tiny)) + 1e-300
+    tol = (
+        1e3
+        * n
+        * (
+            EPS[np.dtype(np.float64)] * cond * np.abs(y).max()
+            + np.abs(M).max() * (eps * np.abs(A).max() + tiny)
+        )
+        + 1e-300
+    )
     assert resid <= tol, (resid, tol)
 
 
 @settings(max_examples=40, deadline=None)
 @given(
-    case=st.sampled_from(["nonsquare", "asymmetric", "nan", "inf", "empty", "1d", "3d", "y_len",
-                          "y_nan", "y_3d", "y_str", "ridge", "delta"]),
+    case=st.sampled_from(
+        [
+            "nonsquare",
+            "asymmetric",
+            "nan",
+            "inf",
+            "empty",
+            "1d",
+            "3d",
+            "y_len",
+            "y_nan",
+            "y_3d",
+            "y_str",
+            "ridge",
+            "delta",
+        ]
+    ),
     fn=st.sampled_from(["lambda_min", "bound", "ridge_fit"]),
 )
 def test_theory_regression_reject_bad_input(case, fn):
@@ -587,10 +687,21 @@ def test_theory_regression_reject_bad_input(case, fn):
     X = rng.standard_normal((5, 3))
     H, y = two_layer_ntk(X), np.ones(5)
     kw: dict = {}
-    fragment = {"nonsquare": "square", "asymmetric": "symmetric", "nan": "NaN or Inf", "inf": "NaN or Inf",
-                "empty": "empty", "1d": "2-D", "3d": "2-D", "y_len": "different numbers of samples",
-                "y_nan": "y contains NaN", "y_3d": "y must be 1-D", "y_str": "numeric", "ridge": "ridge",
-                "delta": "delta"}[case]
+    fragment = {
+        "nonsquare": "square",
+        "asymmetric": "symmetric",
+        "nan": "NaN or Inf",
+        "inf": "NaN or Inf",
+        "empty": "empty",
+        "1d": "2-D",
+        "3d": "2-D",
+        "y_len": "different numbers of samples",
+        "y_nan": "y contains NaN",
+        "y_3d": "y must be 1-D",
+        "y_str": "numeric",
+        "ridge": "ridge",
+        "delta": "delta",
+    }[case]
     if case == "nonsquare":
         H = H[:, :4]
     elif case == "asymmetric":
@@ -639,8 +750,9 @@ def _x_unit():
     return np.random.default_rng(3).standard_normal((5, 3))
 
 
-@pytest.mark.parametrize("dtype,exp", [(np.float64, 300), (np.float64, -300), (np.float32, 40),
-                                       (np.float32, -40)])
+@pytest.mark.parametrize(
+    "dtype,exp", [(np.float64, 300), (np.float64, -300), (np.float32, 40), (np.float32, -40)]
+)
 @pytest.mark.parametrize("fn", ["first", "both", "fc3"])
 def test_kernels_homogeneous_at_extreme_scales(dtype, exp, fn):
     """H(cX) = c^2 H(X) for c a power of two (exact scaling), or a ValueError; never NaN."""
@@ -663,7 +775,9 @@ def test_kernels_homogeneous_at_extreme_scales(dtype, exp, fn):
     assert np.all(np.abs(K1 / c**2 - K0) <= 8 * math.sqrt(eps) * scale)
 
 
-@pytest.mark.parametrize("kw", [{"b_std": 1e77}, {"w_std": 1e80}, {"w_out": 1e160}, {"kappa": 1e160}])
+@pytest.mark.parametrize(
+    "kw", [{"b_std": 1e77}, {"w_std": 1e80}, {"w_out": 1e160}, {"kappa": 1e160}]
+)
 def test_kernel_extreme_hyperparameters(kw):
     X = _x_unit()
     if "kappa" in kw:
@@ -673,8 +787,9 @@ def test_kernel_extreme_hyperparameters(kw):
     assert res is None or all(np.isfinite(K).all() for K in res)
 
 
-@pytest.mark.parametrize("value,d,tile", [(-0.82386917, 5, None), (-0.82386917, 5, 1),
-                                          (1.5226130653266332, 7, 1)])
+@pytest.mark.parametrize(
+    "value,d,tile", [(-0.82386917, 5, None), (-0.82386917, 5, 1), (1.5226130653266332, 7, 1)]
+)
 def test_duplicate_rows_psd_to_round_off(value, d, tile):
     X = np.full((5, d), value, dtype=np.float32)
     K = two_layer_ntk(X, tile=tile).astype(np.float64)
@@ -690,7 +805,9 @@ def test_kernel_of_unrepresentable_size_raises(dtype, value):
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "srht"])
-@pytest.mark.parametrize("value,dtype", [(1e308, np.float64), (1e-310, np.float64), (1e-30, np.float32)])
+@pytest.mark.parametrize(
+    "value,dtype", [(1e308, np.float64), (1e-310, np.float64), (1e-30, np.float32)]
+)
 def test_sketch_renormalize_extreme_rows(kind, value, dtype):
     X = (value * np.array([[1.0, 0.5, 0.25, 0.125], [-1.0, 0.75, 0.375, -0.625]])).astype(dtype)
     Y = value_error_or_result(make_sketch(kind, 4, 2, seed=0, renormalize=True), X)
@@ -699,12 +816,15 @@ def test_sketch_renormalize_extreme_rows(kind, value, dtype):
     np.testing.assert_allclose(np.linalg.norm(Y.astype(np.float64), axis=1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind,d,k,signs", [
-    ("gaussian", 8, 1, [-1, -1, -1, -1, -1, 1, -1, -1]),
-    ("srht", 8, 1, [-1, -1, 1, 1, -1, 1, -1, 1]),
-])
+@pytest.mark.parametrize(
+    "kind,d,k,signs",
+    [
+        ("gaussian", 8, 1, [-1, -1, -1, -1, -1, 1, -1, -1]),
+        ("srht", 8, 1, [-1, -1, 1, 1, -1, 1, -1, 1]),
+    ],
+)
 def test_sketch_no_nan_near_float32_max(kind, d, k, signs):
-    X = (np.asarray([signs], dtype=np.float32) * np.float32(np.finfo(np.float32).max / 2))
+    X = np.asarray([signs], dtype=np.float32) * np.float32(np.finfo(np.float32).max / 2)
     Y = value_error_or_result(make_sketch(kind, d, k, seed=0), X)
     assert Y is None or not np.isnan(Y).any()
 

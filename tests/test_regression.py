@@ -1,8 +1,7 @@
 """Tests of ntkdr.regression: ridge / GD-time / CG solvers against independent numpy/scipy
 references, and the scikit-learn estimators (check_estimator, Pipeline, GridSearchCV, real data)."""
-from __future__ import annotations
 
-import warnings
+from __future__ import annotations
 
 import numpy as np
 import pytest
@@ -115,8 +114,12 @@ def test_kernel_ridge_fit_validation(problem):
 def test_gd_time_zero_time_is_zero(problem):
     _, _, y, H, Hs = problem
     for variant in ("continuous", "discrete"):
-        np.testing.assert_array_equal(gd_time_predict(H, Hs, y, lr=0.1, t=0, variant=variant), np.zeros(15))
-        np.testing.assert_array_equal(gd_time_predict(H, None, y, lr=0.1, t=0, variant=variant), np.zeros(40))
+        np.testing.assert_array_equal(
+            gd_time_predict(H, Hs, y, lr=0.1, t=0, variant=variant), np.zeros(15)
+        )
+        np.testing.assert_array_equal(
+            gd_time_predict(H, None, y, lr=0.1, t=0, variant=variant), np.zeros(40)
+        )
 
 
 def test_gd_time_large_t_is_ridgeless_interpolant(problem):
@@ -127,10 +130,14 @@ def test_gd_time_large_t_is_ridgeless_interpolant(problem):
     ref = Hs @ np.linalg.solve(H, y)
     for variant in ("continuous", "discrete"):
         tt = np.ceil(t)
-        np.testing.assert_allclose(gd_time_predict(H, Hs, y, lr, tt, variant=variant), ref, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(
+            gd_time_predict(H, Hs, y, lr, tt, variant=variant), ref, rtol=1e-6, atol=1e-8
+        )
         train = gd_time_predict(H, None, y, lr, tt, variant=variant)
         np.testing.assert_allclose(train, y, atol=1e-8)  # interpolates the training targets
-        np.testing.assert_allclose(gd_time_coef(H, y, lr, tt, variant=variant), np.linalg.solve(H, y), rtol=1e-6)
+        np.testing.assert_allclose(
+            gd_time_coef(H, y, lr, tt, variant=variant), np.linalg.solve(H, y), rtol=1e-6
+        )
 
 
 def test_gd_time_discrete_equals_explicit_gd_iteration(problem):
@@ -162,7 +169,9 @@ def test_gd_time_continuous_equals_expm(problem):
         E = scipy.linalg.expm(-lr * t * H)
         want = Hs @ np.linalg.solve(H, (np.eye(n) - E) @ y)
         np.testing.assert_allclose(gd_time_predict(H, Hs, y, lr, t), want, rtol=1e-7, atol=1e-9)
-        np.testing.assert_allclose(gd_time_predict(H, None, y, lr, t), (np.eye(n) - E) @ y, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(
+            gd_time_predict(H, None, y, lr, t), (np.eye(n) - E) @ y, rtol=1e-8, atol=1e-10
+        )
 
 
 def test_gd_time_singular_kernel_and_initial_outputs():
@@ -182,9 +191,14 @@ def test_gd_time_singular_kernel_and_initial_outputs():
         r = Y - u
         c += lr * r
         u += lr * H @ r
-    np.testing.assert_allclose(gd_time_predict(H, None, Y, lr, steps, u0=u0, variant="discrete"), u, rtol=1e-9, atol=1e-10)
     np.testing.assert_allclose(
-        gd_time_predict(H, Hs, Y, lr, steps, u0=u0, f0=f0, variant="discrete"), f0 + Hs @ c, rtol=1e-9, atol=1e-10
+        gd_time_predict(H, None, Y, lr, steps, u0=u0, variant="discrete"), u, rtol=1e-9, atol=1e-10
+    )
+    np.testing.assert_allclose(
+        gd_time_predict(H, Hs, Y, lr, steps, u0=u0, f0=f0, variant="discrete"),
+        f0 + Hs @ c,
+        rtol=1e-9,
+        atol=1e-10,
     )
     # continuous: compare with expm on the singular matrix (no inverse needed in the reference either:
     # H^-1 (I - e^{-sH}) = s * sum_j (-s H)^j / (j+1)!, here via the augmented-matrix trick)
@@ -194,7 +208,9 @@ def test_gd_time_singular_kernel_and_initial_outputs():
     A[:n, n:] = np.eye(n)
     phi = scipy.linalg.expm(A)[:n, n:]  # = integral_0^1 e^{-s H tau} d tau = (I - e^{-sH}) (sH)^-1
     want = f0 + Hs @ (s * phi @ (Y - u0))
-    np.testing.assert_allclose(gd_time_predict(H, Hs, Y, lr, 4.0, u0=u0, f0=f0), want, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(
+        gd_time_predict(H, Hs, Y, lr, 4.0, u0=u0, f0=f0), want, rtol=1e-8, atol=1e-10
+    )
 
 
 @pytest.fixture
@@ -238,9 +254,17 @@ def test_gd_time_predictor_matches_wide_network_gd(one_thread):
 
 def test_gd_time_torch_float32_and_validation(problem):
     _, _, y, H, Hs = problem
-    out = gd_time_predict(torch.tensor(H, dtype=torch.float32), torch.tensor(Hs, dtype=torch.float32), torch.tensor(y), 0.2, [1.0, 2.0])
+    out = gd_time_predict(
+        torch.tensor(H, dtype=torch.float32),
+        torch.tensor(Hs, dtype=torch.float32),
+        torch.tensor(y),
+        0.2,
+        [1.0, 2.0],
+    )
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.shape == (2, 15)
-    np.testing.assert_allclose(out.numpy(), gd_time_predict(H, Hs, y, 0.2, [1.0, 2.0]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        out.numpy(), gd_time_predict(H, Hs, y, 0.2, [1.0, 2.0]), rtol=1e-4, atol=1e-5
+    )
     with pytest.raises(ValueError, match="t must be >= 0"):
         gd_time_predict(H, Hs, y, 0.1, -1.0)
     with pytest.raises(ValueError, match="whole number of steps"):
@@ -276,9 +300,13 @@ def test_cg_matches_cholesky_multi_column(problem):
     assert np.all(res.residual <= 1e-9)
     np.testing.assert_allclose(res.x, kernel_ridge_fit(H, Y, ridge=ridge), rtol=1e-7, atol=1e-8)
     # 1-D b, no preconditioner, torch in -> torch out
-    r1 = conjugate_gradient(lambda v: Ht @ v + ridge * v, torch.from_numpy(y), tol=1e-10, max_iter=200)
+    r1 = conjugate_gradient(
+        lambda v: Ht @ v + ridge * v, torch.from_numpy(y), tol=1e-10, max_iter=200
+    )
     assert isinstance(r1.x, torch.Tensor) and r1.x.shape == (40,)
-    np.testing.assert_allclose(r1.x.numpy(), np.linalg.solve(H + ridge * np.eye(40), y), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(
+        r1.x.numpy(), np.linalg.solve(H + ridge * np.eye(40), y), rtol=1e-7, atol=1e-8
+    )
 
 
 def test_cg_non_convergence_and_not_pd(problem):
@@ -315,7 +343,12 @@ def test_kernel_operator_is_the_dense_operator(problem):
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float64 and out.shape == (40, 2)
     np.testing.assert_allclose(out.numpy(), H @ V + 0.3 * V, rtol=1e-10, atol=1e-12)
     both = kernel_operator(NTK(layers="both"), X)(torch.from_numpy(y))
-    np.testing.assert_allclose(both.numpy(), _exact_diagonal(ref_ntk(X, layers="both"), X, "both") @ y, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        both.numpy(),
+        _exact_diagonal(ref_ntk(X, layers="both"), X, "both") @ y,
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -328,14 +361,25 @@ def test_kernel_cg_fit_matches_cholesky_and_follows_input_kind(problem, dtype):
     ref = np.linalg.solve(H + ridge * np.eye(40), y)
     tol = 1e-10 if dtype == np.float64 else 1e-5
     res = kernel_cg_fit(NTK(), X.astype(dtype), y, ridge, tol=tol)
-    assert isinstance(res.x, np.ndarray) and res.x.dtype == dtype and res.converged and res.world_size == 1
+    assert (
+        isinstance(res.x, np.ndarray)
+        and res.x.dtype == dtype
+        and res.converged
+        and res.world_size == 1
+    )
     assert len(res.history) == res.n_iter and np.all(res.residual <= tol)
     # |x - x*| <= tol |y| / lambda_min(A), lambda_min >= ridge; float32: the kernel's own round-off
-    bound = 1.01 * tol * np.linalg.norm(y) / ridge if dtype == np.float64 else 1e-4 * np.linalg.norm(ref)
+    bound = (
+        1.01 * tol * np.linalg.norm(y) / ridge
+        if dtype == np.float64
+        else 1e-4 * np.linalg.norm(ref)
+    )
     assert np.linalg.norm(res.x - ref) <= bound
     t = kernel_cg_fit(NTK(), torch.as_tensor(X.astype(dtype)), torch.from_numpy(y), ridge, tol=tol)
     assert isinstance(t.x, torch.Tensor) and t.x.dtype == torch.from_numpy(X.astype(dtype)).dtype
-    warm = kernel_cg_fit(NTK(), X, y, ridge, x0=ref, tol=1e-8)  # started at the solution: no iteration
+    warm = kernel_cg_fit(
+        NTK(), X, y, ridge, x0=ref, tol=1e-8
+    )  # started at the solution: no iteration
     assert warm.n_iter == 0 and warm.converged
     with pytest.raises(ValueError, match="X and y have different numbers of samples: 40 and 39"):
         kernel_cg_fit(NTK(), X, y[:39], ridge)
@@ -393,7 +437,9 @@ def _expected_failures(estimator):
     # check_fit2d_1feature fits 1-feature data, so a sketched instance must use k = 1; a rank-1
     # sketch of the 10-feature data of check_regressors_train cannot reach its R^2 > 0.5 bar.
     if getattr(estimator, "sketch", None) == "gaussian" and estimator.k == 1:
-        return {"check_regressors_train": "a k = 1 sketch of 10-feature data cannot reach R^2 > 0.5"}
+        return {
+            "check_regressors_train": "a k = 1 sketch of 10-feature data cannot reach R^2 > 0.5"
+        }
     return {}
 
 
@@ -429,7 +475,9 @@ def test_regressor_equals_closed_form(reg_data, layers, ridge):
 def test_regressor_deep_kernel_multi_output_and_unnormalized(reg_data):
     X, Xs, y = reg_data
     Y = np.stack([y, y**2], axis=1)
-    est = NTKRegressor(depth=2, normalize=False, ridge=1e-2, kernel_params={"b_std": 0.3, "w_out": 1.5}).fit(X, Y)
+    est = NTKRegressor(
+        depth=2, normalize=False, ridge=1e-2, kernel_params={"b_std": 0.3, "w_out": 1.5}
+    ).fit(X, Y)
     H = ref_fc_ntk(X, X, 2, b=0.3, w_out=1.5)
     Hs = ref_fc_ntk(Xs, X, 2, b=0.3, w_out=1.5)
     want = Hs @ np.linalg.solve(H + 1e-2 * np.eye(len(y)), Y)
@@ -446,10 +494,14 @@ def test_regressor_gd_time(reg_data):
     lr = 1.0 / np.linalg.eigvalsh(H)[-1]
     assert est.lr_ == pytest.approx(lr, rel=1e-8)
     E = scipy.linalg.expm(-lr * 40.0 * H)
-    np.testing.assert_allclose(est.predict(Xs), Hs @ np.linalg.solve(H, (np.eye(60) - E) @ y), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(
+        est.predict(Xs), Hs @ np.linalg.solve(H, (np.eye(60) - E) @ y), rtol=1e-6, atol=1e-8
+    )
     assert np.allclose(NTKRegressor(t=0.0).fit(X, y).predict(Xs), 0.0)
     late = NTKRegressor(t=1e12, lr=1.0).fit(X, y)
-    np.testing.assert_allclose(late.predict(Xs), NTKRegressor(ridge=0.0).fit(X, y).predict(Xs), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        late.predict(Xs), NTKRegressor(ridge=0.0).fit(X, y).predict(Xs), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_cg_path_is_matrix_free_and_matches_cholesky(reg_data, monkeypatch):
@@ -518,11 +570,15 @@ def test_classifier_multiclass_digits():
 def test_pipeline_and_grid_search():
     X, y = _digits_pair(1, 7)
     pipe = make_pipeline(StandardScaler(), NTKClassifier(sketch="gaussian", k=8))
-    grid = GridSearchCV(pipe, {"ntkclassifier__k": [4, 16], "ntkclassifier__ridge": [1e-3, 1.0]}, cv=3)
+    grid = GridSearchCV(
+        pipe, {"ntkclassifier__k": [4, 16], "ntkclassifier__ridge": [1e-3, 1.0]}, cv=3
+    )
     grid.fit(X[:240], y[:240])
     assert grid.best_params_["ntkclassifier__k"] in (4, 16)
     assert grid.score(X[240:], y[240:]) > 0.9
-    reg = GridSearchCV(NTKRegressor(), {"ridge": [1e-4, 1e-1]}, cv=3).fit(X[:120], (y[:120] == 7).astype(float))
+    reg = GridSearchCV(NTKRegressor(), {"ridge": [1e-4, 1e-1]}, cv=3).fit(
+        X[:120], (y[:120] == 7).astype(float)
+    )
     assert reg.best_estimator_.ridge in (1e-4, 1e-1)
 
 
@@ -541,16 +597,23 @@ def test_sketched_estimators(kind):
     F = np.asarray(S(normalized(X[:150])))
     np.testing.assert_allclose(clf.X_fit_, normalized(F), rtol=1e-10, atol=1e-12)
     # (kernel values of nearly parallel sketched rows carry an O(sqrt(eps)) angle error, hence atol)
-    reg = NTKRegressor(sketch=kind, k=k, seed=3, ridge=1e-2).fit(X[:150], (y[:150] == 8).astype(float))
+    reg = NTKRegressor(sketch=kind, k=k, seed=3, ridge=1e-2).fit(
+        X[:150], (y[:150] == 8).astype(float)
+    )
     Fs = normalized(np.asarray(S(normalized(X[150:]))))
-    want = ref_ntk(Fs, reg.X_fit_) @ np.linalg.solve(ref_ntk(reg.X_fit_) + 1e-2 * np.eye(150), (y[:150] == 8))
+    want = ref_ntk(Fs, reg.X_fit_) @ np.linalg.solve(
+        ref_ntk(reg.X_fit_) + 1e-2 * np.eye(150), (y[:150] == 8)
+    )
     np.testing.assert_allclose(reg.predict(X[150:]), want, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"sketch": "gaussian", "k": 20}, r"k must be <= d = 10 \(a sketch reduces dimension\), got 20"),
+        (
+            {"sketch": "gaussian", "k": 20},
+            r"k must be <= d = 10 \(a sketch reduces dimension\), got 20",
+        ),
         ({"sketch": "gaussian", "k": 0}, "k must be >= 1, got 0"),
         ({"sketch": "gaussian"}, "k is required with sketch='gaussian'"),
         ({"sketch": "fourier", "k": 3}, "unknown sketch 'fourier'"),
@@ -568,7 +631,10 @@ def test_sketched_estimators(kind):
         ({"dtype": "float16"}, "dtype must be float32 or float64"),
         ({"max_memory": -5}, "max_memory must be a positive number of bytes"),
         ({"max_memory": "lots"}, "max_memory must be a positive number of bytes"),
-        ({"kernel_params": {"w_std": 1.0}}, r"unknown kernel_params \['w_std'\] for the two-layer NTK"),
+        (
+            {"kernel_params": {"w_std": 1.0}},
+            r"unknown kernel_params \['w_std'\] for the two-layer NTK",
+        ),
         ({"normalize": "yes"}, "normalize must be True or False"),
         ({"seed": -1}, "seed must be >= 0"),
     ],
@@ -616,8 +682,10 @@ def test_predict_uses_fitted_configuration(reg_data):
     assert not np.allclose(est.fit(X, y).predict(Xs), before)
 
 
-@pytest.mark.parametrize("H_scale,y_scale,dtype", [(1e-300, 1e300, np.float64), (1e-200, 1e200, np.float64),
-                                                   (1e-30, 1e30, np.float32)])
+@pytest.mark.parametrize(
+    "H_scale,y_scale,dtype",
+    [(1e-300, 1e300, np.float64), (1e-200, 1e200, np.float64), (1e-30, 1e30, np.float32)],
+)
 def test_kernel_ridge_fit_unrepresentable_alpha_raises(problem, H_scale, y_scale, dtype):
     """alpha ~ y / H beyond the dtype's range: a ValueError naming alpha, never NaN / inf."""
     _, _, y, H, _ = problem

@@ -1,6 +1,7 @@
 """Tests for ntkdr.sketches (SPEC section 3): fast paths against explicit matrices,
 the JL distortion and unbiasedness the random maps promise, determinism, array kinds,
 and every validation error."""
+
 from __future__ import annotations
 
 import math
@@ -33,12 +34,18 @@ def _sketch(kind, d=100, k=20, seed=0, X_fit=None, **opts):
         k = d
     S = make_sketch(kind, d, k, seed, **opts)
     if kind == "pca":
-        S.fit(X_fit if X_fit is not None else torch.randn(60, d, generator=torch.Generator().manual_seed(9)))
+        S.fit(
+            X_fit
+            if X_fit is not None
+            else torch.randn(60, d, generator=torch.Generator().manual_seed(9))
+        )
     return S
 
 
 def _data(n, d, dtype=torch.float64, seed=1):
-    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(
+        dtype
+    )
 
 
 # ---------------------------------------------------------------- basic API
@@ -75,7 +82,9 @@ def test_srht_against_scipy_hadamard(d, k, dtype):
     assert dp == 1 << (d - 1).bit_length() and dp >= d and dp < 2 * d + 1
     signs, rows = S.signs.numpy(), S.rows.numpy()
     assert signs.shape == (dp,) and set(np.unique(signs)) <= {-1.0, 1.0}
-    assert rows.shape == (k,) and len(set(rows.tolist())) == k and rows.min() >= 0 and rows.max() < dp
+    assert (
+        rows.shape == (k,) and len(set(rows.tolist())) == k and rows.min() >= 0 and rows.max() < dp
+    )
     H = scipy.linalg.hadamard(dp) / math.sqrt(dp)  # orthonormal, Sylvester order
     D = np.diag(signs)
     R = np.eye(dp)[rows]
@@ -104,13 +113,17 @@ def _srht_full_reference(S, X):
     h = 1
     while h < S.d_pad:  # plain butterfly, written independently of the library's
         u = x.view(X.shape[0], S.d_pad // (2 * h), 2, h)
-        x = torch.stack((u[:, :, 0] + u[:, :, 1], u[:, :, 0] - u[:, :, 1]), dim=2).reshape(X.shape[0], S.d_pad)
+        x = torch.stack((u[:, :, 0] + u[:, :, 1], u[:, :, 0] - u[:, :, 1]), dim=2).reshape(
+            X.shape[0], S.d_pad
+        )
         h *= 2
     return x[:, S.rows] / math.sqrt(S.k)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("d,k", [(8, 3), (100, 7), (257, 40), (1000, 50), (1024, 1024), (1500, 333), (4100, 97)])
+@pytest.mark.parametrize(
+    "d,k", [(8, 3), (100, 7), (257, 40), (1000, 50), (1024, 1024), (1500, 333), (4100, 97)]
+)
 def test_srht_pruned_path_equals_full_transform_for_every_split(d, k, dtype, monkeypatch):
     """Every Kronecker split d' = c a of the pruned apply (c = 1: one GEMM with the kept rows;
     c = d': the full transform by factors) equals the full butterfly, incl. d not a power of
@@ -122,7 +135,9 @@ def test_srht_pruned_path_equals_full_transform_for_every_split(d, k, dtype, mon
     monkeypatch.setattr(sketches_mod, "_CPU_SRHT_BLOCK_ELEMENTS", 5 * 2 * 2048)
     S0 = make_sketch("srht", d, k, seed=k)
     ref = _srht_full_reference(S0, X)
-    assert S0.plan() in [(sketches_mod._split_factors(1 << e), S0.d_pad >> e) for e in range(S0.d_pad.bit_length())]
+    assert S0.plan() in [
+        (sketches_mod._split_factors(1 << e), S0.d_pad >> e) for e in range(S0.d_pad.bit_length())
+    ]
     _close(S0(X), ref, dtype)
     for e in range(S0.d_pad.bit_length()):
         S = make_sketch("srht", d, k, seed=k)
@@ -239,7 +254,9 @@ def test_jl_distortion_at_jl_dimension(kind):
     worst = np.array(worst)
     assert (worst > eps).sum() <= 1, f"{kind}: worst distortion per seed {worst.round(3).tolist()}"
     assert worst.max() <= 1.2 * eps, f"{kind}: worst distortion per seed {worst.round(3).tolist()}"
-    assert np.median(worst) <= 0.8 * eps, f"{kind}: worst distortion per seed {worst.round(3).tolist()}"
+    assert np.median(worst) <= 0.8 * eps, (
+        f"{kind}: worst distortion per seed {worst.round(3).tolist()}"
+    )
 
 
 @pytest.mark.parametrize("kind", RANDOM_KINDS)
@@ -270,7 +287,9 @@ def test_norm_unbiased_over_seeds(kind):
     X = X / X.norm(dim=1, keepdim=True)
     # matrix() is what __call__ applies (test_call_equals_explicit_matrix); using it here
     # keeps 1000 draws fast.
-    sq = torch.stack([((X @ make_sketch(kind, d, k, seed=t).matrix().T) ** 2).sum(1) for t in range(T)])
+    sq = torch.stack(
+        [((X @ make_sketch(kind, d, k, seed=t).matrix().T) ** 2).sum(1) for t in range(T)]
+    )
     mean = sq.mean(0)
     tol = 5 * math.sqrt(2 / (k * T))
     assert float((mean - 1).abs().max()) <= tol, f"{kind}: means {mean.tolist()} vs 1 +- {tol}"
@@ -296,7 +315,9 @@ def test_deterministic_by_seed(kind):
     b = _sketch(kind, d=64, k=8, seed=7)(X)
     assert torch.equal(a, b)
     Xf = _data(60, 64, seed=9)
-    if kind == "pca":  # exact solver: the seed does not matter; randomized with a seed is deterministic
+    if (
+        kind == "pca"
+    ):  # exact solver: the seed does not matter; randomized with a seed is deterministic
         p1 = make_sketch("pca", 64, 8, seed=1, svd_solver="randomized").fit(Xf)
         p2 = make_sketch("pca", 64, 8, seed=1, svd_solver="randomized").fit(Xf)
         assert torch.equal(p1.matrix(), p2.matrix())
@@ -340,7 +361,9 @@ def test_array_kind_and_dtype(kind):
         Y = S(X64.to(dtype))
         assert isinstance(Y, torch.Tensor) and Y.dtype == dtype
         Yn = S(X64.to(dtype).numpy())
-        assert isinstance(Yn, np.ndarray) and Yn.dtype == (np.float32 if dtype == torch.float32 else np.float64)
+        assert isinstance(Yn, np.ndarray) and Yn.dtype == (
+            np.float32 if dtype == torch.float32 else np.float64
+        )
         assert Yn.shape == (5, S.k)
     Xi = np.arange(80).reshape(5, 16) % 7 - 3
     Yi = S(Xi)
@@ -376,7 +399,9 @@ def test_renormalize_unit_rows(kind):
     raw = X @ S.matrix().T
     torch.testing.assert_close(Y, raw / raw.norm(dim=1, keepdim=True))
     X[3] = 0
-    with pytest.raises(ValueError, match=rf"the {kind}-sketched X has zero-norm rows \(indices \[3\]\)"):
+    with pytest.raises(
+        ValueError, match=rf"the {kind}-sketched X has zero-norm rows \(indices \[3\]\)"
+    ):
         S(X)
 
 
@@ -398,7 +423,9 @@ def test_identity_returns_copy_of_X():
 def test_pca_recovers_low_rank_subspace(solver):
     n, d, r, k = 80, 60, 5, 8
     g = torch.Generator().manual_seed(0)
-    X = torch.randn(n, r, generator=g, dtype=torch.float64) @ torch.randn(r, d, generator=g, dtype=torch.float64)
+    X = torch.randn(n, r, generator=g, dtype=torch.float64) @ torch.randn(
+        r, d, generator=g, dtype=torch.float64
+    )
     S = make_sketch("pca", d, k, seed=2, svd_solver=solver)
     assert S.fit(X) is S
     V = S.matrix()
@@ -482,7 +509,9 @@ def test_error_unknown_kind():
 def test_error_k_out_of_range(kind):
     with pytest.raises(ValueError, match=r"k must be >= 1, got 0"):
         make_sketch(kind, 10, 0)
-    with pytest.raises(ValueError, match=r"k must be <= d = 10 \(a sketch reduces dimension\), got 11"):
+    with pytest.raises(
+        ValueError, match=r"k must be <= d = 10 \(a sketch reduces dimension\), got 11"
+    ):
         make_sketch(kind, 10, 11)
     with pytest.raises(ValueError, match=r"k must be an integer, got 2.5"):
         make_sketch(kind, 10, 2.5)
@@ -503,14 +532,19 @@ def test_error_bad_d_seed_and_options():
         make_sketch("gaussian", 10, 2, renormalize="yes")
     with pytest.raises(ValueError, match=r"batch_size must be >= 1, got 0"):
         make_sketch("srht", 10, 2, batch_size=0)
-    with pytest.raises(ValueError, match=r"unexpected option\(s\) 's' for the 'gaussian' sketch; allowed: 'batch_size'"):
+    with pytest.raises(
+        ValueError,
+        match=r"unexpected option\(s\) 's' for the 'gaussian' sketch; allowed: 'batch_size'",
+    ):
         make_sketch("gaussian", 10, 2, s=2)
     with pytest.raises(ValueError, match=r"unknown svd_solver 'arpack'"):
         make_sketch("pca", 10, 2, svd_solver="arpack")
 
 
 def test_error_identity_needs_k_equal_d():
-    with pytest.raises(ValueError, match=r"identity sketch needs k == d \(no reduction\), got k = 3, d = 10"):
+    with pytest.raises(
+        ValueError, match=r"identity sketch needs k == d \(no reduction\), got k = 3, d = 10"
+    ):
         make_sketch("identity", 10, 3)
 
 
@@ -535,7 +569,9 @@ def test_error_bad_X(kind):
     X[2, 5] = np.inf
     with pytest.raises(ValueError, match=r"X contains NaN or Inf"):
         S(torch.tensor(X))
-    with pytest.raises(ValueError, match=r"X must be 2-D \(n_samples, n_features\), got shape \(10,\)"):
+    with pytest.raises(
+        ValueError, match=r"X must be 2-D \(n_samples, n_features\), got shape \(10,\)"
+    ):
         S(np.ones(10))
     with pytest.raises(ValueError, match=r"X is empty: shape \(0, 10\)"):
         S(np.ones((0, 10)))
@@ -556,8 +592,17 @@ def test_error_pca_not_fit():
 
 # ---------------------------------------------------------------- extreme magnitudes
 @pytest.mark.parametrize("kind", SKETCH_KINDS)
-@pytest.mark.parametrize("dtype,exp", [(torch.float64, 1020), (torch.float64, -1060), (torch.float64, -600),
-                                       (torch.float32, 125), (torch.float32, -140), (torch.float32, -100)])
+@pytest.mark.parametrize(
+    "dtype,exp",
+    [
+        (torch.float64, 1020),
+        (torch.float64, -1060),
+        (torch.float64, -600),
+        (torch.float32, 125),
+        (torch.float32, -140),
+        (torch.float32, -100),
+    ],
+)
 def test_renormalize_rows_of_extreme_magnitude(kind, dtype, exp):
     """Rows of any finite magnitude come back unit-norm, in the direction of the exact sketch."""
     S = _sketch(kind, d=16, k=16 if kind == "identity" else 5, seed=2, renormalize=True)
@@ -597,9 +642,15 @@ def test_overflowing_partial_sums_give_the_exact_sketch(kind):
 def test_unrepresentable_sketch_raises(kind):
     S = _sketch(kind, d=8, k=2, seed=0)
     # x = max * sign(S[0]): (S x)_0 = max * sum_j |S_0j| > max, not representable
-    X = (torch.sign(S.matrix()[0]) * float(torch.finfo(torch.float32).max)).to(torch.float32)[None, :]
-    assert float((X.double() @ S.matrix().T).abs().max()) > 1.01 * float(torch.finfo(torch.float32).max)
-    with pytest.raises(ValueError, match=rf"the {kind}-sketched X overflows float32 \(entries beyond"):
+    X = (torch.sign(S.matrix()[0]) * float(torch.finfo(torch.float32).max)).to(torch.float32)[
+        None, :
+    ]
+    assert float((X.double() @ S.matrix().T).abs().max()) > 1.01 * float(
+        torch.finfo(torch.float32).max
+    )
+    with pytest.raises(
+        ValueError, match=rf"the {kind}-sketched X overflows float32 \(entries beyond"
+    ):
         S(X)
     # with renormalize the scale drops out: the same rows are fine
     Sn = _sketch(kind, d=8, k=2, seed=0, renormalize=True)

@@ -1,4 +1,5 @@
 """Tests for ntkdr.theory: every fast path against an independent slow reference."""
+
 from __future__ import annotations
 
 import math
@@ -177,9 +178,7 @@ def test_generalization_bound_extra_clamped_when_log_negative():
 def _powers_reference(H, r, lr, steps):
     """||(I - lr H)^t r|| by explicit matrix powers, one t at a time."""
     A = np.eye(len(H)) - lr * H
-    return np.array(
-        [np.linalg.norm(np.linalg.matrix_power(A, t) @ r) for t in range(steps + 1)]
-    )
+    return np.array([np.linalg.norm(np.linalg.matrix_power(A, t) @ r) for t in range(steps + 1)])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -358,8 +357,14 @@ def test_cost_hand_counts_all_kinds():
         (lambda: predicted_trajectory(np.eye(3), np.ones(3), 0.0, 5), "lr must be > 0"),
         (lambda: predicted_trajectory(np.eye(3), np.ones(3), -1.0, 5), "lr must be > 0"),
         (lambda: predicted_trajectory(np.eye(3), np.ones(3), 0.1, 2.5), "steps must be an integer"),
-        (lambda: predicted_trajectory(np.eye(3), np.ones(2), 0.1, 5), "different numbers of samples"),
-        (lambda: predicted_trajectory(np.eye(3), np.ones(3), 0.1, 5, u0=np.ones((3, 2))), "u0 must have"),
+        (
+            lambda: predicted_trajectory(np.eye(3), np.ones(2), 0.1, 5),
+            "different numbers of samples",
+        ),
+        (
+            lambda: predicted_trajectory(np.eye(3), np.ones(3), 0.1, 5, u0=np.ones((3, 2))),
+            "u0 must have",
+        ),
         (lambda: jl_min_dim(100, 1.0), "eps must be in"),
         (lambda: jl_min_dim(100, 0.0), "eps must be in"),
         (lambda: jl_min_dim(0, 0.1), "n must be >= 1"),

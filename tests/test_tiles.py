@@ -4,6 +4,7 @@ References: an independent float64 numpy evaluation of H1 and the in-memory
 ``two_layer_ntk`` (round-off agreement), and the same command run uninterrupted in one
 process (bit-for-bit agreement after crashes, resumes and two-rank gloo runs).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -45,7 +46,9 @@ def _scratch_bytes(m, item):
 
 
 def _leftovers(out: Path) -> list[str]:
-    return sorted(p.name for p in out.parent.iterdir() if p.name != out.name and p.name.startswith(out.name))
+    return sorted(
+        p.name for p in out.parent.iterdir() if p.name != out.name and p.name.startswith(out.name)
+    )
 
 
 class Counting:
@@ -86,15 +89,23 @@ def test_matches_in_memory_kernel(tmp_path, dtype, as_tensor):
     scale = np.abs(K).max()
     np.testing.assert_allclose(K, two_layer_ntk(X), rtol=0, atol=TOL[dtype] * scale)
     off = ~np.eye(120, dtype=bool)  # arccos loses sqrt(eps) at theta = 0: diagonal checked below
-    np.testing.assert_allclose(K[off], _h1_reference(X, X)[off], rtol=0, atol=max(TOL[dtype], 1e-12) * scale)
+    np.testing.assert_allclose(
+        K[off], _h1_reference(X, X)[off], rtol=0, atol=max(TOL[dtype], 1e-12) * scale
+    )
     # the diagonal comes from the closed form at theta = 0: |x|^2 / 2
-    np.testing.assert_allclose(np.diag(K), (X.astype(np.float64) ** 2).sum(1) / 2, rtol=4 * np.finfo(dtype).eps)
+    np.testing.assert_allclose(
+        np.diag(K), (X.astype(np.float64) ** 2).sum(1) / 2, rtol=4 * np.finfo(dtype).eps
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_rectangular_and_fc_kernels(tmp_path, dtype):
     X, Z = _X(90, 6, 1, dtype), _X(37, 6, 2, dtype)
-    K = np.load(compute_kernel_to_file(X, tmp_path / "K.npy", NTK(layers="both", kappa=0.7), Z=Z, tile_rows=16))
+    K = np.load(
+        compute_kernel_to_file(
+            X, tmp_path / "K.npy", NTK(layers="both", kappa=0.7), Z=Z, tile_rows=16
+        )
+    )
     assert K.shape == (90, 37) and K.dtype == dtype
     ref = two_layer_ntk(X, Z, "both", kappa=0.7)
     np.testing.assert_allclose(K, ref, rtol=0, atol=TOL[dtype] * np.abs(ref).max())
@@ -109,7 +120,7 @@ def test_plain_callable_is_mirrored_and_numpy_results_accepted(tmp_path):
     X = _X(50, 3)
 
     def rbf(a, b):  # returns numpy, so the callable's output kind does not matter
-        return np.exp(-torch.cdist(a, b).numpy() ** 2)
+        return np.exp(-(torch.cdist(a, b).numpy() ** 2))
 
     K = np.load(compute_kernel_to_file(X, tmp_path / "K.npy", rbf, tile_rows=8))
     ref = np.exp(-((X[:, None, :] - X[None, :, :]) ** 2).sum(-1))
@@ -134,7 +145,9 @@ def test_tile_rows_from_memory_budget(tmp_path):
     with pytest.raises(ValueError, match="too small"):
         choose_tile_rows(300, 300, 8, max_memory=_scratch_bytes(300, 8))
     k = Counting(NTK())
-    K = np.load(compute_kernel_to_file(X, tmp_path / "K.npy", k, max_memory=budget, kernel_id="ntk"))
+    K = np.load(
+        compute_kernel_to_file(X, tmp_path / "K.npy", k, max_memory=budget, kernel_id="ntk")
+    )
     assert max(k.rows) == rows and k.tiles == math.ceil(300 / rows)
     np.testing.assert_allclose(K, two_layer_ntk(X), rtol=0, atol=1e-13 * np.abs(K).max())
     # without max_memory: about 32 tiles, never below 128 rows
@@ -181,7 +194,15 @@ def test_resume_after_sigkill(tmp_path):
         "    return ntk(a, b)\n"
         "compute_kernel_to_file(np.load(sys.argv[1]), sys.argv[2], slow, tile_rows=40, kernel_id='ntk')\n"
     )
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "X.npy"), str(out), str(torch.get_num_threads())])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "X.npy"),
+            str(out),
+            str(torch.get_num_threads()),
+        ]
+    )
     record = partial_paths(out)["record"]
     try:
         deadline = time.monotonic() + 60
@@ -262,7 +283,10 @@ def _rank_worker(rank, world, init_file, x_path, outs, counts_dir):
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
         timeout=datetime.timedelta(seconds=60),
     )
     try:
@@ -286,15 +310,26 @@ def test_two_rank_gloo_matches_one_process(tmp_path):
         ref = np.load(compute_kernel_to_file(X, tmp_path / "ref.npy", tile_rows=16))
         resumed = tmp_path / "resumed.npy"  # interrupted in one process, finished by two ranks
         with pytest.raises(RuntimeError):
-            compute_kernel_to_file(X, resumed, Counting(NTK(), fail_after=3), tile_rows=16, kernel_id="ntk")
+            compute_kernel_to_file(
+                X, resumed, Counting(NTK(), fail_after=3), tile_rows=16, kernel_id="ntk"
+            )
     finally:
         torch.set_num_threads(threads)
     fresh = tmp_path / "fresh.npy"
     counts = tmp_path / "counts"
     counts.mkdir()
     ctx = mp.start_processes(
-        _rank_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "X.npy"), [str(fresh), str(resumed)], str(counts)),
-        nprocs=2, join=False, start_method="spawn",
+        _rank_worker,
+        args=(
+            2,
+            str(tmp_path / "init"),
+            str(tmp_path / "X.npy"),
+            [str(fresh), str(resumed)],
+            str(counts),
+        ),
+        nprocs=2,
+        join=False,
+        start_method="spawn",
     )
     deadline = time.monotonic() + 120
     try:
@@ -341,7 +376,9 @@ def test_validation_messages(tmp_path):
     with pytest.raises(ValueError, match="max_memory = .* is too small"):
         compute_kernel_to_file(X, tmp_path / "K.npy", max_memory=1000)
     with pytest.raises(ValueError, match="tile_rows = 20 does not fit max_memory"):
-        compute_kernel_to_file(_X(20, 3), tmp_path / "K.npy", tile_rows=20, max_memory=_scratch_bytes(20, 8) + 3000)
+        compute_kernel_to_file(
+            _X(20, 3), tmp_path / "K.npy", tile_rows=20, max_memory=_scratch_bytes(20, 8) + 3000
+        )
     with pytest.raises(ValueError, match="kernel must be an ntkdr.kernels.NTK or a callable"):
         compute_kernel_to_file(X, tmp_path / "K.npy", kernel="ntk")
     with pytest.raises(ValueError, match="X contains NaN or Inf"):
@@ -352,6 +389,8 @@ def test_validation_messages(tmp_path):
         compute_kernel_to_file(X, tmp_path / "K.npy", Z=_X(5, 4))
     with pytest.raises(ValueError, match="progress must be True or False"):
         compute_kernel_to_file(X, tmp_path / "K.npy", progress="yes")
-    with pytest.raises(ValueError, match=r"kernel returned shape \(3, 3\) for a tile of shape \(10, 10\)"):
+    with pytest.raises(
+        ValueError, match=r"kernel returned shape \(3, 3\) for a tile of shape \(10, 10\)"
+    ):
         compute_kernel_to_file(X, tmp_path / "K.npy", lambda a, b: np.ones((3, 3)), tile_rows=10)
     assert not (tmp_path / "K.npy").exists()

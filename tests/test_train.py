@@ -1,5 +1,6 @@
 """Tests of ntkdr.train: GD against the NTK theory, the closed-form gradient against autograd,
 optimizers, history, checkpoints / resume, determinism and input validation."""
+
 from __future__ import annotations
 
 import json
@@ -121,7 +122,9 @@ def test_gd_follows_predicted_trajectory_with_derived_bound():
         assert lr * lambda_max(K) <= 2.0 and lambda_min(K, warn=False) > 0
         pred = predicted_trajectory(K, y, lr, steps, u0=u0)
         dev = np.abs(r - pred)
-        B = np.concatenate([[0.0], np.cumsum(lr * (drift[:-1] + offset) * r[:-1] + np.asarray(eps_norms))])
+        B = np.concatenate(
+            [[0.0], np.cumsum(lr * (drift[:-1] + offset) * r[:-1] + np.asarray(eps_norms))]
+        )
         assert np.all(dev <= B + 1e-10 * r[0]), float(np.max(dev - B))
         # The bound is tight enough to matter: the prediction for a step size 10% off would
         # violate it (so would GD on the mean loss, i.e. lr / n, by far).
@@ -159,9 +162,20 @@ def test_closed_form_gradient_matches_autograd(optimizer, out_dim, train_output,
     tol = _TOL[dtype]
     runs = []
     for grad in ("closed_form", "autograd"):
-        model = TwoLayerReLU(8, 300, dtype=dtype, seed=1, out_dim=out_dim, train_output=train_output)
-        h = fit(model, X, Y, 12, lr=0.01, optimizer=optimizer, batch_size=None if optimizer == "gd" else 9,
-                progress=False, grad=grad)
+        model = TwoLayerReLU(
+            8, 300, dtype=dtype, seed=1, out_dim=out_dim, train_output=train_output
+        )
+        h = fit(
+            model,
+            X,
+            Y,
+            12,
+            lr=0.01,
+            optimizer=optimizer,
+            batch_size=None if optimizer == "gd" else 9,
+            progress=False,
+            grad=grad,
+        )
         runs.append((model, h))
     (m1, h1), (m2, h2) = runs
     assert (h1.grad, h2.grad) == ("closed_form", "autograd")
@@ -169,7 +183,9 @@ def test_closed_form_gradient_matches_autograd(optimizer, out_dim, train_output,
     torch.testing.assert_close(m1.W, m2.W, rtol=0, atol=tol)
     torch.testing.assert_close(m1.a, m2.a, rtol=0, atol=tol)
     # a pattern can flip differently only if some |w_r . x_i| is within rounding of 0
-    np.testing.assert_allclose(h1.pattern_flip_fraction, h2.pattern_flip_fraction, atol=2 / (40 * 300))
+    np.testing.assert_allclose(
+        h1.pattern_flip_fraction, h2.pattern_flip_fraction, atol=2 / (40 * 300)
+    )
 
 
 def test_closed_form_blocks_match_single_block(monkeypatch):
@@ -227,11 +243,21 @@ def test_history_fields_are_sane_and_serialise():
     model = TwoLayerReLU(8, 512, dtype=torch.float64, seed=0)
     h = fit(model, X, y, 40, X_test=Xte, y_test=yte, track_every=5, ntk_every=20, progress=False)
     assert h.step == list(range(0, 41, 5))
-    for name in ("train_loss", "test_loss", "test_accuracy", "weight_change_fro", "weight_change_max_row",
-                 "pattern_flip_fraction", "ntk_drift", "wall_time"):
+    for name in (
+        "train_loss",
+        "test_loss",
+        "test_accuracy",
+        "weight_change_fro",
+        "weight_change_max_row",
+        "pattern_flip_fraction",
+        "ntk_drift",
+        "wall_time",
+    ):
         assert len(getattr(h, name)) == len(h.step), name
     u0 = torch.as_tensor(h.initial_outputs, dtype=torch.float64)
-    assert h.train_loss[0] == pytest.approx(0.5 * float(((u0 - torch.from_numpy(y)) ** 2).sum()), rel=1e-12)
+    assert h.train_loss[0] == pytest.approx(
+        0.5 * float(((u0 - torch.from_numpy(y)) ** 2).sum()), rel=1e-12
+    )
     wc = np.asarray(h.weight_change_fro)
     assert wc[0] == 0 and np.all(np.diff(wc) > 0)
     assert np.all(np.asarray(h.weight_change_max_row) <= wc + 1e-15)
@@ -258,7 +284,9 @@ def test_default_ntk_drift_first_and_last_only_and_generic_module():
     X, y = _unit_rows(20, 6, seed=10)
     h = fit(TwoLayerReLU(6, 128, dtype=torch.float64), X, y, 6, progress=False)
     assert h.ntk_drift[0] == 0 and h.ntk_drift[-1] > 0 and np.isnan(h.ntk_drift[1:-1]).all()
-    h0 = fit(TwoLayerReLU(6, 128, dtype=torch.float64), X, y, 3, lr=0.01, ntk_every=0, progress=False)
+    h0 = fit(
+        TwoLayerReLU(6, 128, dtype=torch.float64), X, y, 3, lr=0.01, ntk_every=0, progress=False
+    )
     assert np.isnan(h0.ntk_drift).all()
 
     net = DeepReLU(6, 64, depth=2, dtype=torch.float64, seed=0)
@@ -320,7 +348,9 @@ def test_multi_output_one_hot_accuracy_and_lr():
     h = fit(model, X, Y, 40, X_test=X, y_test=Y, progress=False)
     # the per-output block of the empirical NTK, (F F^T) o (A A^T) / m (a_rc = +-1)
     Xt = torch.from_numpy(X)
-    A = (Xt @ TwoLayerReLU(8, 256, dtype=torch.float64, seed=0, out_dim=3).W.detach().T >= 0).double()
+    A = (
+        Xt @ TwoLayerReLU(8, 256, dtype=torch.float64, seed=0, out_dim=3).W.detach().T >= 0
+    ).double()
     assert h.lr == pytest.approx(1.0 / lambda_max((Xt @ Xt.T) * (A @ A.T) / 256), rel=1e-12)
     assert np.asarray(h.initial_outputs).shape == (30, 3)
     assert h.train_loss[-1] < 0.2 * h.train_loss[0] and h.test_accuracy[-1] > h.test_accuracy[0]
@@ -332,8 +362,18 @@ def test_multi_output_one_hot_accuracy_and_lr():
 def _sgd_run(steps, **kw):
     X, y = _unit_rows(30, 8, seed=13)
     model = TwoLayerReLU(8, 128, dtype=torch.float32, seed=0)
-    h = fit(model, X, y, steps, lr=0.05, optimizer=kw.pop("optimizer", "sgd"), batch_size=7, seed=kw.pop("seed", 0),
-            progress=False, **kw)
+    h = fit(
+        model,
+        X,
+        y,
+        steps,
+        lr=0.05,
+        optimizer=kw.pop("optimizer", "sgd"),
+        batch_size=7,
+        seed=kw.pop("seed", 0),
+        progress=False,
+        **kw,
+    )
     return model, h
 
 
@@ -382,20 +422,70 @@ def test_resume_rejects_mismatched_runs_and_bad_files(tmp_path):
     _sgd_run(4, checkpoint=ck)
     with pytest.raises(ValueError, match="batch_size = 7, but this run has batch_size = 5"):
         X, y = _unit_rows(30, 8, seed=13)
-        fit(TwoLayerReLU(8, 128), X, y, 8, lr=0.05, optimizer="sgd", batch_size=5, checkpoint=ck, resume=True,
-            progress=False)
+        fit(
+            TwoLayerReLU(8, 128),
+            X,
+            y,
+            8,
+            lr=0.05,
+            optimizer="sgd",
+            batch_size=5,
+            checkpoint=ck,
+            resume=True,
+            progress=False,
+        )
     with pytest.raises(ValueError, match="lr = 0.05, but lr = 0.1 was given"):
-        fit(TwoLayerReLU(8, 128), X, y, 8, lr=0.1, optimizer="sgd", batch_size=7, checkpoint=ck, resume=True,
-            progress=False)
+        fit(
+            TwoLayerReLU(8, 128),
+            X,
+            y,
+            8,
+            lr=0.1,
+            optimizer="sgd",
+            batch_size=7,
+            checkpoint=ck,
+            resume=True,
+            progress=False,
+        )
     with pytest.raises(ValueError, match="different training data"):
-        fit(TwoLayerReLU(8, 128), X[::-1].copy(), y, 8, lr=0.05, optimizer="sgd", batch_size=7, checkpoint=ck,
-            resume=True, progress=False)
+        fit(
+            TwoLayerReLU(8, 128),
+            X[::-1].copy(),
+            y,
+            8,
+            lr=0.05,
+            optimizer="sgd",
+            batch_size=7,
+            checkpoint=ck,
+            resume=True,
+            progress=False,
+        )
     with pytest.raises(ValueError, match="beyond steps = 2"):
-        fit(TwoLayerReLU(8, 128), X, y, 2, lr=0.05, optimizer="sgd", batch_size=7, checkpoint=ck, resume=True,
-            progress=False)
+        fit(
+            TwoLayerReLU(8, 128),
+            X,
+            y,
+            2,
+            lr=0.05,
+            optimizer="sgd",
+            batch_size=7,
+            checkpoint=ck,
+            resume=True,
+            progress=False,
+        )
     with pytest.raises(ValueError, match="does not match this model"):
-        fit(TwoLayerReLU(8, 64), X, y, 8, lr=0.05, optimizer="sgd", batch_size=7, checkpoint=ck, resume=True,
-            progress=False)
+        fit(
+            TwoLayerReLU(8, 64),
+            X,
+            y,
+            8,
+            lr=0.05,
+            optimizer="sgd",
+            batch_size=7,
+            checkpoint=ck,
+            resume=True,
+            progress=False,
+        )
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read checkpoint"):
@@ -416,7 +506,9 @@ def test_early_stop_then_resume_matches_uninterrupted_run(tmp_path):
     _, h = _sgd_run(10, checkpoint=ck, callback=lambda step, mdl, hist: step == 4)
     assert h.stopped_early and h.step[-1] == 4
     m, h2 = _sgd_run(10, checkpoint=ck, resume=True)
-    assert torch.equal(m.W, ref_model.W) and h2.train_loss == ref.train_loss and not h2.stopped_early
+    assert (
+        torch.equal(m.W, ref_model.W) and h2.train_loss == ref.train_loss and not h2.stopped_early
+    )
 
 
 def test_time_gd_step_leaves_model_unchanged():
@@ -447,14 +539,26 @@ def test_validation_messages():
     bad("y contains NaN or Inf", X, yn, 1)
     bad("steps must be >= 0, got -1", X, y, -1)
     bad("steps must be an integer, got 2.5", X, y, 2.5)
-    bad("unknown optimizer 'momentum'; expected one of 'gd', 'sgd', 'adam'", X, y, 1, optimizer="momentum")
+    bad(
+        "unknown optimizer 'momentum'; expected one of 'gd', 'sgd', 'adam'",
+        X,
+        y,
+        1,
+        optimizer="momentum",
+    )
     bad("lr must be > 0, got 0.0", X, y, 1, lr=0.0)
     bad("lr must be > 0, got -0.1", X, y, 1, lr=-0.1)
     bad("lr must be a finite number", X, y, 1, lr=float("nan"))
     bad("lr must be a positive number, None or 'theory', got 'fast'", X, y, 1, lr="fast")
     bad("batch_size must be >= 1, got 0", X, y, 1, optimizer="sgd", batch_size=0)
     bad("batch_size must be <= 20, got 21", X, y, 1, optimizer="sgd", batch_size=21)
-    bad("optimizer 'gd' is full-batch: batch_size must be None or n = 20, got 5", X, y, 1, batch_size=5)
+    bad(
+        "optimizer 'gd' is full-batch: batch_size must be None or n = 20, got 5",
+        X,
+        y,
+        1,
+        batch_size=5,
+    )
     bad("X has 7 features but the model expects d = 10", X[:, :7], y, 1)
     bad("X_test has 7 features but the model expects d = 10", X, y, 1, X_test=X[:, :7], y_test=y)
     bad("give both X_test and y_test, or neither", X, y, 1, X_test=X)
@@ -465,10 +569,24 @@ def test_validation_messages():
     with pytest.raises(ValueError, match="model must be a torch.nn.Module, got str"):
         fit("net", X, y, 1)
     with pytest.raises(ValueError, match="lr='theory' .* is defined for TwoLayerReLU only"):
-        fit(nn.Sequential(nn.Linear(10, 1), nn.Flatten(0)), X.astype(np.float32), y, 1, lr="theory", progress=False)
+        fit(
+            nn.Sequential(nn.Linear(10, 1), nn.Flatten(0)),
+            X.astype(np.float32),
+            y,
+            1,
+            lr="theory",
+            progress=False,
+        )
     with pytest.raises(ValueError, match="grad='closed_form' needs a TwoLayerReLU"):
-        fit(nn.Sequential(nn.Linear(10, 1), nn.Flatten(0)), X.astype(np.float32), y, 1, lr=0.1, grad="closed_form",
-            progress=False)
+        fit(
+            nn.Sequential(nn.Linear(10, 1), nn.Flatten(0)),
+            X.astype(np.float32),
+            y,
+            1,
+            lr=0.1,
+            grad="closed_form",
+            progress=False,
+        )
 
 
 def test_steps_zero_records_initial_state_only():

@@ -8,6 +8,7 @@ sketch S, with analytic and empirical NTKs and the prior analysis' guarantees
 The public names below are imported lazily (PEP 562) so that ``import ntkdr`` stays
 cheap; ``from ntkdr import two_layer_ntk`` works as usual.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -31,7 +32,13 @@ _EXPORTS = {
         "cost",
         "BoundResult",
     ),
-    "regression": ("NTKRegressor", "NTKClassifier", "kernel_ridge_fit", "gd_time_predict", "conjugate_gradient"),
+    "regression": (
+        "NTKRegressor",
+        "NTKClassifier",
+        "kernel_ridge_fit",
+        "gd_time_predict",
+        "conjugate_gradient",
+    ),
     "data": ("load_dataset", "load_file", "Dataset", "DATASETS"),
     "validation": ("ParallelRowsWarning",),
 }

@@ -1,4 +1,5 @@
 """Small exact floating-point helpers shared by the kernel and sketch modules."""
+
 from __future__ import annotations
 
 import torch

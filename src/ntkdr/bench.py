@@ -19,6 +19,7 @@ divided by the size of the result.  On CUDA it uses ``torch.cuda.max_memory_allo
 
 The goals, limits and peers are SPEC section 6's; a missed goal is reported, not raised.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,14 +34,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
 from .validation import check_choice, check_int, resolve_device
 
-__all__ = ["CASES", "run_benchmarks", "environment", "format_table", "markdown_table", "write_json", "main"]
+__all__ = [
+    "CASES",
+    "run_benchmarks",
+    "environment",
+    "format_table",
+    "markdown_table",
+    "write_json",
+    "main",
+]
 
 SCHEMA = "ntkdr-bench/1"
 _DTYPE = torch.float32
@@ -58,22 +68,78 @@ class _Case:
 
 
 _CASE_LIST = [
-    _Case("two_layer_ntk", "analytic two-layer NTK H1+H2", "time / X X^T GEMM time", "<=", 1.5,
-          {"n": 4000, "d": 784}, {"n": 1000, "d": 784}),
-    _Case("deep_ntk", "analytic depth-3 FC NTK (+NNGP)", "time / X X^T GEMM time", "<=", 2.0,
-          {"n": 4000, "d": 784, "depth": 3}, {"n": 1000, "d": 784, "depth": 3}),
-    _Case("sketched_vs_dense_ntk", "SRHT-sketched NTK vs dense NTK (sketch included)", "speed-up", ">=", 8.0,
-          {"n": 4000, "d": 8192, "k": 256}, {"n": 1000, "d": 8192, "k": 256}),
-    _Case("gd_step", "full-batch GD step, factorized vs dense", "speed-up", ">=", 6.0,
-          {"n": 2000, "d": 784, "m": 4096, "k": 64}, {"n": 500, "d": 784, "m": 1024, "k": 64}),
-    _Case("inference", "inference, SRHT + factorized vs dense", "speed-up", ">=", 10.0,
-          {"batch": 256, "d": 4096, "m": 16384, "k": 256}, {"batch": 64, "d": 4096, "m": 4096, "k": 256}),
-    _Case("empirical_closed", "closed-form empirical NTK", "time / (X W^T + A A^T GEMMs)", "<=", 1.3,
-          {"n": 1000, "d": 784, "m": 4096}, {"n": 250, "d": 784, "m": 1024}),
-    _Case("empirical_vs_torchfunc", "closed-form vs torch.func empirical NTK", "speed-up", ">=", 20.0,
-          {"n": 200, "d": 784, "m": 1024}, {"n": 50, "d": 784, "m": 256}),
-    _Case("tiled_memory", "tiled analytic NTK, peak memory", "peak memory / result size", "<=", 1.2,
-          {"n": 20000, "d": 784}, {"n": 5000, "d": 784}),
+    _Case(
+        "two_layer_ntk",
+        "analytic two-layer NTK H1+H2",
+        "time / X X^T GEMM time",
+        "<=",
+        1.5,
+        {"n": 4000, "d": 784},
+        {"n": 1000, "d": 784},
+    ),
+    _Case(
+        "deep_ntk",
+        "analytic depth-3 FC NTK (+NNGP)",
+        "time / X X^T GEMM time",
+        "<=",
+        2.0,
+        {"n": 4000, "d": 784, "depth": 3},
+        {"n": 1000, "d": 784, "depth": 3},
+    ),
+    _Case(
+        "sketched_vs_dense_ntk",
+        "SRHT-sketched NTK vs dense NTK (sketch included)",
+        "speed-up",
+        ">=",
+        8.0,
+        {"n": 4000, "d": 8192, "k": 256},
+        {"n": 1000, "d": 8192, "k": 256},
+    ),
+    _Case(
+        "gd_step",
+        "full-batch GD step, factorized vs dense",
+        "speed-up",
+        ">=",
+        6.0,
+        {"n": 2000, "d": 784, "m": 4096, "k": 64},
+        {"n": 500, "d": 784, "m": 1024, "k": 64},
+    ),
+    _Case(
+        "inference",
+        "inference, SRHT + factorized vs dense",
+        "speed-up",
+        ">=",
+        10.0,
+        {"batch": 256, "d": 4096, "m": 16384, "k": 256},
+        {"batch": 64, "d": 4096, "m": 4096, "k": 256},
+    ),
+    _Case(
+        "empirical_closed",
+        "closed-form empirical NTK",
+        "time / (X W^T + A A^T GEMMs)",
+        "<=",
+        1.3,
+        {"n": 1000, "d": 784, "m": 4096},
+        {"n": 250, "d": 784, "m": 1024},
+    ),
+    _Case(
+        "empirical_vs_torchfunc",
+        "closed-form vs torch.func empirical NTK",
+        "speed-up",
+        ">=",
+        20.0,
+        {"n": 200, "d": 784, "m": 1024},
+        {"n": 50, "d": 784, "m": 256},
+    ),
+    _Case(
+        "tiled_memory",
+        "tiled analytic NTK, peak memory",
+        "peak memory / result size",
+        "<=",
+        1.2,
+        {"n": 20000, "d": 784},
+        {"n": 5000, "d": 784},
+    ),
 ]
 #: Case name -> definition, in run order.
 CASES: dict[str, _Case] = {c.name: c for c in _CASE_LIST}
@@ -93,8 +159,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _measure(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int, device: torch.device,
-             self_timed: bool = False) -> dict[str, list[float]]:
+def _measure(
+    fns: dict[str, Callable[[], Any]],
+    repeats: int,
+    warmup: int,
+    device: torch.device,
+    self_timed: bool = False,
+) -> dict[str, list[float]]:
     """Seconds of each call of each function over ``repeats`` rounds (interleaved, the order
     alternating between rounds) after ``warmup`` untimed rounds.  ``self_timed``: the functions
     return their own measured seconds (e.g. :func:`ntkdr.train.time_gd_step`)."""
@@ -116,7 +187,13 @@ def _measure(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int, devic
 
 class _Context:
     def __init__(self, device: torch.device, repeats: int, warmup: int, seed: int, threads: int):
-        self.device, self.repeats, self.warmup, self.seed, self.threads = device, repeats, warmup, seed, threads
+        self.device, self.repeats, self.warmup, self.seed, self.threads = (
+            device,
+            repeats,
+            warmup,
+            seed,
+            threads,
+        )
         self._data: dict[int, torch.Tensor] = {}
 
     def data(self, n: int, d: int) -> torch.Tensor:
@@ -130,7 +207,9 @@ class _Context:
         g = torch.Generator().manual_seed(self.seed + 7)
         return (torch.randint(0, 2, (n,), generator=g).to(_DTYPE) * 2 - 1).to(self.device)
 
-    def measure(self, fns: dict[str, Callable[[], Any]], self_timed: bool = False) -> dict[str, list[float]]:
+    def measure(
+        self, fns: dict[str, Callable[[], Any]], self_timed: bool = False
+    ) -> dict[str, list[float]]:
         return _measure(fns, self.repeats, self.warmup, self.device, self_timed)
 
 
@@ -143,7 +222,13 @@ def _case_two_layer_ntk(s, ctx):
 
     X = ctx.data(s["n"], s["d"])
     t = ctx.measure({"gemm": lambda: X @ X.T, "ntk": lambda: two_layer_ntk(X, layers="both")})
-    return t, lambda t: t["ntk"] / t["gemm"], None, "neural-tangents (JAX, CPU) ~1.9 (SPEC, not measured)", {}
+    return (
+        t,
+        lambda t: t["ntk"] / t["gemm"],
+        None,
+        "neural-tangents (JAX, CPU) ~1.9 (SPEC, not measured)",
+        {},
+    )
 
 
 def _case_deep_ntk(s, ctx):
@@ -165,19 +250,27 @@ def _case_sketched(s, ctx):
     # "Elementwise" work of the kernel at this n: the same kernel on 8-dimensional rows, whose
     # GEMM (n^2 * 8) is negligible, so what is left is angles, scaling, mirroring.
     E = ctx.data(n, 8)
-    t = ctx.measure({
-        "dense": lambda: two_layer_ntk(X),
-        "sketched": lambda: two_layer_ntk(S(X)),
-        "sketch": lambda: S(X),
-        "gemm_d": lambda: X @ X.T,
-        "gemm_k": lambda: Y @ Y.T,
-        "elementwise": lambda: two_layer_ntk(E),
-    })
+    t = ctx.measure(
+        {
+            "dense": lambda: two_layer_ntk(X),
+            "sketched": lambda: two_layer_ntk(S(X)),
+            "sketch": lambda: S(X),
+            "gemm_d": lambda: X @ X.T,
+            "gemm_k": lambda: Y @ Y.T,
+            "elementwise": lambda: two_layer_ntk(E),
+        }
+    )
 
     def limit(t):
         return (t["gemm_d"] + t["elementwise"]) / (t["gemm_k"] + t["elementwise"])
 
-    return t, lambda t: t["dense"] / t["sketched"], limit, "(GEMM_d + E) / (GEMM_k + E), measured", {}
+    return (
+        t,
+        lambda t: t["dense"] / t["sketched"],
+        limit,
+        "(GEMM_d + E) / (GEMM_k + E), measured",
+        {},
+    )
 
 
 def _case_gd_step(s, ctx):
@@ -188,13 +281,18 @@ def _case_gd_step(s, ctx):
     n, d, m, k = s["n"], s["d"], s["m"], s["k"]
     X, y = ctx.data(n, d), ctx.labels(n)
     dense = TwoLayerReLU(d, m, seed=ctx.seed, device=ctx.device)
-    fact = TwoLayerReLU(d, m, sketch=make_sketch("srht", d, k, seed=ctx.seed), seed=ctx.seed, device=ctx.device)
+    fact = TwoLayerReLU(
+        d, m, sketch=make_sketch("srht", d, k, seed=ctx.seed), seed=ctx.seed, device=ctx.device
+    )
     # time_gd_step times one full-batch step (features precomputed) after one untimed step on
     # a copy of the model; calling it once per round interleaves dense and factorized steps.
-    t = ctx.measure({
-        "dense": lambda: time_gd_step(dense, X, y, repeats=1, warmup=1),
-        "factorized": lambda: time_gd_step(fact, X, y, repeats=1, warmup=1),
-    }, self_timed=True)
+    t = ctx.measure(
+        {
+            "dense": lambda: time_gd_step(dense, X, y, repeats=1, warmup=1),
+            "factorized": lambda: time_gd_step(fact, X, y, repeats=1, warmup=1),
+        },
+        self_timed=True,
+    )
     return t, lambda t: t["dense"] / t["factorized"], d / k, "d / k", {}
 
 
@@ -205,7 +303,9 @@ def _case_inference(s, ctx):
     b, d, m, k = s["batch"], s["d"], s["m"], s["k"]
     X = ctx.data(b, d)
     dense = TwoLayerReLU(d, m, seed=ctx.seed, device=ctx.device)
-    fact = TwoLayerReLU(d, m, sketch=make_sketch("srht", d, k, seed=ctx.seed), seed=ctx.seed, device=ctx.device)
+    fact = TwoLayerReLU(
+        d, m, sketch=make_sketch("srht", d, k, seed=ctx.seed), seed=ctx.seed, device=ctx.device
+    )
 
     def run(model):
         with torch.no_grad():
@@ -223,11 +323,13 @@ def _case_empirical_closed(s, ctx):
     model = TwoLayerReLU(s["d"], s["m"], seed=ctx.seed, device=ctx.device)
     W = model.W.detach()
     A = (X @ W.T >= 0).to(_DTYPE)
-    t = ctx.measure({
-        "closed": lambda: ntk(model, X, method="closed"),
-        "gemm_XW": lambda: X @ W.T,
-        "gemm_AA": lambda: A @ A.T,
-    })
+    t = ctx.measure(
+        {
+            "closed": lambda: ntk(model, X, method="closed"),
+            "gemm_XW": lambda: X @ W.T,
+            "gemm_AA": lambda: A @ A.T,
+        }
+    )
     return t, lambda t: t["closed"] / (t["gemm_XW"] + t["gemm_AA"]), None, "-", {}
 
 
@@ -237,10 +339,12 @@ def _case_empirical_vs_torchfunc(s, ctx):
 
     X = ctx.data(s["n"], s["d"])
     model = TwoLayerReLU(s["d"], s["m"], seed=ctx.seed, device=ctx.device)
-    t = ctx.measure({
-        "closed": lambda: ntk(model, X, method="closed"),
-        "torch_func": lambda: ntk(model, X, method="jacobian"),
-    })
+    t = ctx.measure(
+        {
+            "closed": lambda: ntk(model, X, method="closed"),
+            "torch_func": lambda: ntk(model, X, method="jacobian"),
+        }
+    )
     return t, lambda t: t["torch_func"] / t["closed"], None, "-", {}
 
 
@@ -259,7 +363,10 @@ def _memory_probe(n: int, d: int, seed: int, device: str) -> dict[str, Any]:
         K = two_layer_ntk(X)
         torch.cuda.synchronize(dev)
         secs = time.perf_counter() - t0
-        peak, method = torch.cuda.max_memory_allocated(dev) - base, "torch.cuda.max_memory_allocated"
+        peak, method = (
+            torch.cuda.max_memory_allocated(dev) - base,
+            "torch.cuda.max_memory_allocated",
+        )
     else:
         status = _proc_status()
         if status is not None and _reset_hwm():
@@ -321,7 +428,11 @@ def _case_tiled_memory(s, ctx):
             raise RuntimeError(f"memory probe subprocess failed (exit {proc.returncode}): {tail}")
         res = json.loads(proc.stdout.strip().splitlines()[-1])
     ratio = res["peak_bytes"] / res["result_bytes"]
-    extra = {"peak_bytes": res["peak_bytes"], "result_bytes": res["result_bytes"], "memory_method": res["method"]}
+    extra = {
+        "peak_bytes": res["peak_bytes"],
+        "result_bytes": res["result_bytes"],
+        "memory_method": res["method"],
+    }
     return {"ntk": [res["seconds"]]}, lambda t: ratio, 1.0, "the result itself", extra
 
 
@@ -342,7 +453,9 @@ def _resolve_sizes(case: _Case, quick: bool, override: dict[str, Any] | None) ->
     sizes = dict(case.quick if quick else case.full)
     for key, val in (override or {}).items():
         if key not in sizes:
-            raise ValueError(f"sizes[{case.name!r}] has unknown key {key!r}; allowed: {', '.join(sizes)}")
+            raise ValueError(
+                f"sizes[{case.name!r}] has unknown key {key!r}; allowed: {', '.join(sizes)}"
+            )
         sizes[key] = check_int(val, f"sizes[{case.name!r}][{key!r}]", min_value=1)
     if "k" in sizes and sizes["k"] > sizes["d"]:
         raise ValueError(f"sizes[{case.name!r}]: k = {sizes['k']} must not exceed d = {sizes['d']}")
@@ -402,10 +515,22 @@ def run_benchmarks(
                 print(f"bench [{i}/{len(plan)}] {case.name} {sz} ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
             res: dict[str, Any] = {
-                "case": case.name, "title": case.title, "metric": case.metric, "goal": case.goal,
-                "op": case.op, "sizes": sz, "ratio": None, "ratio_min": None, "passed": False,
-                "limit": None, "limit_note": "", "seconds": {}, "seconds_min": {}, "samples": {},
-                "error": None, "load_average": _loadavg(),
+                "case": case.name,
+                "title": case.title,
+                "metric": case.metric,
+                "goal": case.goal,
+                "op": case.op,
+                "sizes": sz,
+                "ratio": None,
+                "ratio_min": None,
+                "passed": False,
+                "limit": None,
+                "limit_note": "",
+                "seconds": {},
+                "seconds_min": {},
+                "samples": {},
+                "error": None,
+                "load_average": _loadavg(),
             }
             try:
                 samples, ratio_of, limit, note, extra = _RUNNERS[case.name](sz, ctx)
@@ -415,18 +540,32 @@ def run_benchmarks(
                 if callable(limit):
                     limit = limit(med)
                 res.update(
-                    ratio=ratio, ratio_min=_finite(ratio_of(low)),
-                    passed=ratio is not None and (ratio <= case.goal if case.op == "<=" else ratio >= case.goal),
-                    limit=None if limit is None else _finite(limit), limit_note=note,
-                    seconds=med, seconds_min=low, samples=samples, **extra,
+                    ratio=ratio,
+                    ratio_min=_finite(ratio_of(low)),
+                    passed=ratio is not None
+                    and (ratio <= case.goal if case.op == "<=" else ratio >= case.goal),
+                    limit=None if limit is None else _finite(limit),
+                    limit_note=note,
+                    seconds=med,
+                    seconds_min=low,
+                    samples=samples,
+                    **extra,
                 )
-            except (RuntimeError, ValueError, MemoryError) as exc:  # report the case, run the others
+            except (
+                RuntimeError,
+                ValueError,
+                MemoryError,
+            ) as exc:  # report the case, run the others
                 res["error"] = f"{type(exc).__name__}: {exc}"
             res["wall_seconds"] = time.perf_counter() - t0
             results.append(res)
             if progress:
-                print(f"bench [{i}/{len(plan)}] {case.name}: {_ratio_text(res)} "
-                      f"({res['wall_seconds']:.1f} s)", file=sys.stderr, flush=True)
+                print(
+                    f"bench [{i}/{len(plan)}] {case.name}: {_ratio_text(res)} "
+                    f"({res['wall_seconds']:.1f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         torch.set_num_threads(old_threads)
     return results
@@ -494,15 +633,29 @@ def _rows(results: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
     for r in results:
         sizes = " ".join(f"{k}={v}" for k, v in r["sizes"].items())
-        rows.append([
-            f"{r['case']} ({sizes})", f"{_ratio_text(r)} [{r['metric']}]", _ratio_text(r, "ratio_min"),
-            f"{r['op']} {r['goal']:g}",
-            _limit_text(r), "error" if r.get("error") else ("yes" if r["passed"] else "NO"), _seconds_text(r),
-        ])
+        rows.append(
+            [
+                f"{r['case']} ({sizes})",
+                f"{_ratio_text(r)} [{r['metric']}]",
+                _ratio_text(r, "ratio_min"),
+                f"{r['op']} {r['goal']:g}",
+                _limit_text(r),
+                "error" if r.get("error") else ("yes" if r["passed"] else "NO"),
+                _seconds_text(r),
+            ]
+        )
     return rows
 
 
-_HEADER = ["case", "measured ratio (medians)", "from minima", "goal", "limit / peer", "pass", "seconds (median)"]
+_HEADER = [
+    "case",
+    "measured ratio (medians)",
+    "from minima",
+    "goal",
+    "limit / peer",
+    "pass",
+    "seconds (median)",
+]
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
@@ -517,14 +670,25 @@ def format_table(results: list[dict[str, Any]]) -> str:
 def markdown_table(results: list[dict[str, Any]]) -> str:
     """The results as a Markdown table (header, separator, one row per case) for the README."""
     lines = ["| " + " | ".join(_HEADER) + " |", "|" + "---|" * len(_HEADER)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in _rows(results)]
+    lines += [
+        "| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in _rows(results)
+    ]
     return "\n".join(lines)
 
 
-def write_json(path: str, results: list[dict[str, Any]], env: dict[str, Any] | None = None,
-               settings: dict[str, Any] | None = None) -> None:
+def write_json(
+    path: str,
+    results: list[dict[str, Any]],
+    env: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> None:
     """Write ``{"schema", "environment", "settings", "results"}`` to ``path`` atomically."""
-    doc = {"schema": SCHEMA, "environment": env or environment(), "settings": settings or {}, "results": results}
+    doc = {
+        "schema": SCHEMA,
+        "environment": env or environment(),
+        "settings": settings or {},
+        "results": results,
+    }
     text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -550,16 +714,38 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(prog: str = "ntkdr bench") -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description="Measure the SPEC section 6 performance ratios.")
-    p.add_argument("--quick", action="store_true", help="about 4x smaller n / batch / width (runs in well under a minute)")
-    p.add_argument("--cases", type=lambda s: [c.strip() for c in s.split(",") if c.strip()], default=None,
-                   help="comma-separated subset of: " + ", ".join(CASES))
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds per case (median; default 5)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="about 4x smaller n / batch / width (runs in well under a minute)",
+    )
+    p.add_argument(
+        "--cases",
+        type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
+        default=None,
+        help="comma-separated subset of: " + ", ".join(CASES),
+    )
+    p.add_argument(
+        "--repeats", type=int, default=5, help="timed rounds per case (median; default 5)"
+    )
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default, all cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's default, all cores)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="data and weight seed (default 0)")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write the results and environment as JSON")
-    p.add_argument("--markdown", action="store_true", help="print the table as Markdown (README rows)")
+    p.add_argument(
+        "--json",
+        default=None,
+        metavar="PATH",
+        help="also write the results and environment as JSON",
+    )
+    p.add_argument(
+        "--markdown", action="store_true", help="print the table as Markdown (README rows)"
+    )
     p.add_argument("--quiet", action="store_true", help="no per-case progress lines")
     return p
 
@@ -573,17 +759,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(list(argv) if argv is not None else None)
         results = run_benchmarks(
-            quick=args.quick, cases=args.cases, repeats=args.repeats, warmup=args.warmup,
-            threads=args.threads, device=args.device, progress=not args.quiet, seed=args.seed,
+            quick=args.quick,
+            cases=args.cases,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            threads=args.threads,
+            device=args.device,
+            progress=not args.quiet,
+            seed=args.seed,
         )
         env = environment(args.device, args.threads)
         if args.json:
-            settings = {k: getattr(args, k) for k in ("quick", "cases", "repeats", "warmup", "threads", "seed")}
+            settings = {
+                k: getattr(args, k)
+                for k in ("quick", "cases", "repeats", "warmup", "threads", "seed")
+            }
             write_json(args.json, results, env, settings)
     except (ValueError, OSError) as exc:
-        print(f"ntkdr bench: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        print(
+            f"ntkdr bench: error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            file=sys.stderr,
+        )
         return 2
-    print(f"# torch {env['torch']}, {env['threads']} threads, {env['cpu_model']}, device {env['device']}, float32")
+    print(
+        f"# torch {env['torch']}, {env['threads']} threads, {env['cpu_model']}, device {env['device']}, float32"
+    )
     print(markdown_table(results) if args.markdown else format_table(results))
     return 1 if any(r.get("error") for r in results) else 0
 

@@ -3,12 +3,13 @@
 Bad input exits with code 2 and one line on stderr (no traceback); ``--verbose`` shows
 the traceback.  Heavy modules are imported inside the commands so ``ntkdr --help`` is fast.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 import traceback
-from typing import Sequence
+from collections.abc import Sequence
 
 EXIT_BAD_INPUT = 2
 
@@ -28,7 +29,9 @@ def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return values
@@ -46,7 +49,9 @@ def _classes(text: str) -> tuple[int, int]:
     try:
         a, b = (int(p) for p in parts)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two integer labels 'A,B', got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected two integer labels 'A,B', got {text!r}"
+        ) from None
     if a == b:
         raise argparse.ArgumentTypeError(f"the two classes must differ, got {text!r}")
     return a, b
@@ -55,17 +60,34 @@ def _classes(text: str) -> tuple[int, int]:
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     src = g.add_mutually_exclusive_group()
-    src.add_argument("--data", metavar="PATH", help="data file: .npz (X, y), .npy, .csv (last column = label) or MNIST IDX")
-    src.add_argument("--dataset", metavar="NAME", help="bundled or synthetic data set (default: mnist, the embedded subset)")
-    g.add_argument("--classes", type=_classes, metavar="A,B", help="binary +-1 task from two labels")
-    g.add_argument("--n-train", type=int, metavar="N", help="training examples (default: data set's own)")
+    src.add_argument(
+        "--data",
+        metavar="PATH",
+        help="data file: .npz (X, y), .npy, .csv (last column = label) or MNIST IDX",
+    )
+    src.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="bundled or synthetic data set (default: mnist, the embedded subset)",
+    )
+    g.add_argument(
+        "--classes", type=_classes, metavar="A,B", help="binary +-1 task from two labels"
+    )
+    g.add_argument(
+        "--n-train", type=int, metavar="N", help="training examples (default: data set's own)"
+    )
     g.add_argument("--n-test", type=int, metavar="N", help="test examples")
 
 
 def _add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64", help="floating point type (default float64)")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float64",
+        help="floating point type (default float64)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
     p.add_argument("--verbose", action="store_true", help="show tracebacks on error")
 
@@ -91,11 +113,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--width", type=int, help="hidden width m (default 1024)")
     p.add_argument("--steps", type=int, help="gradient-descent steps (default 100)")
-    p.add_argument("--sketches", type=_str_list, metavar="K1,K2", help="sketch kinds (default gaussian,sparse,srht,pca)")
-    p.add_argument("--ks", type=_int_list, metavar="k1,k2", help="sketch dimensions (default 16,32,64,128,256)")
+    p.add_argument(
+        "--sketches",
+        type=_str_list,
+        metavar="K1,K2",
+        help="sketch kinds (default gaussian,sparse,srht,pca)",
+    )
+    p.add_argument(
+        "--ks", type=_int_list, metavar="k1,k2", help="sketch dimensions (default 16,32,64,128,256)"
+    )
     p.add_argument("--seeds", type=int, help="sketch seeds per (kind, k) (default 3)")
-    p.add_argument("--tolerance", type=float, help="relative tolerance for the recommended k (default 0.1)")
-    p.add_argument("--output", default="ntkdr-report", metavar="DIR", help="report directory (default ./ntkdr-report/)")
+    p.add_argument(
+        "--tolerance", type=float, help="relative tolerance for the recommended k (default 0.1)"
+    )
+    p.add_argument(
+        "--output",
+        default="ntkdr-report",
+        metavar="DIR",
+        help="report directory (default ./ntkdr-report/)",
+    )
     p.add_argument("--quick", action="store_true", help="small, fast version (seconds)")
     _add_common_args(p)
     p.set_defaults(func=_cmd_run)
@@ -110,9 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
         "  ntkdr certify --dataset digits --kinds gaussian,srht --ks 8,16,32,64",
     )
     _add_data_args(p)
-    p.add_argument("--eps", type=float, default=0.1, dest="tolerance", help="relative tolerance (default 0.1)")
-    p.add_argument("--kinds", type=_str_list, dest="sketches", metavar="K1,K2", help="sketch kinds (default gaussian,sparse,srht,pca)")
-    p.add_argument("--ks", type=_int_list, metavar="k1,k2", help="sketch dimensions (default 16,32,64,128,256)")
+    p.add_argument(
+        "--eps", type=float, default=0.1, dest="tolerance", help="relative tolerance (default 0.1)"
+    )
+    p.add_argument(
+        "--kinds",
+        type=_str_list,
+        dest="sketches",
+        metavar="K1,K2",
+        help="sketch kinds (default gaussian,sparse,srht,pca)",
+    )
+    p.add_argument(
+        "--ks", type=_int_list, metavar="k1,k2", help="sketch dimensions (default 16,32,64,128,256)"
+    )
     p.add_argument("--seeds", type=int, help="sketch seeds per (kind, k) (default 3)")
     p.add_argument("--output", metavar="FILE.json", help="also write the evidence as JSON")
     _add_common_args(p)
@@ -130,12 +176,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, help="sketch dimension (required with --sketch)")
     p.add_argument("--width", type=int, default=1024, help="hidden width m (default 1024)")
     p.add_argument("--steps", type=int, default=100, help="training steps (default 100)")
-    p.add_argument("--lr", help="step size: a number, 'auto' (1/lambda_max of the NTK at init) or 'theory' (lambda_0/n^2)")
-    p.add_argument("--optimizer", default="gd", choices=("gd", "sgd", "adam"), help="optimizer (default gd)")
+    p.add_argument(
+        "--lr",
+        help="step size: a number, 'auto' (1/lambda_max of the NTK at init) or 'theory' (lambda_0/n^2)",
+    )
+    p.add_argument(
+        "--optimizer", default="gd", choices=("gd", "sgd", "adam"), help="optimizer (default gd)"
+    )
     p.add_argument("--batch-size", type=int, help="mini-batch size for sgd / adam")
     p.add_argument("--train-output", action="store_true", help="also train the output layer a")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (model.pt, history.json, checkpoint.pt)")
-    p.add_argument("--checkpoint-every", type=int, default=50, metavar="N", help="checkpoint every N steps (default 50)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output directory (model.pt, history.json, checkpoint.pt)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=50,
+        metavar="N",
+        help="checkpoint every N steps (default 50)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     _add_common_args(p)
     p.set_defaults(func=_cmd_train)
@@ -150,28 +212,57 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--sketch", help="sketch the inputs first (kind)")
     p.add_argument("--k", type=int, help="sketch dimension (with --sketch)")
-    p.add_argument("--depth", type=int, help="deep FC ReLU NTK of this depth (default: two-layer H1)")
-    p.add_argument("--layers", default="first", choices=("first", "both"), help="two-layer kernel: H1 or H1 + H2")
-    p.add_argument("--which", default="ntk", choices=("ntk", "nngp"), help="with --depth: which kernel (default ntk)")
+    p.add_argument(
+        "--depth", type=int, help="deep FC ReLU NTK of this depth (default: two-layer H1)"
+    )
+    p.add_argument(
+        "--layers",
+        default="first",
+        choices=("first", "both"),
+        help="two-layer kernel: H1 or H1 + H2",
+    )
+    p.add_argument(
+        "--which",
+        default="ntk",
+        choices=("ntk", "nngp"),
+        help="with --depth: which kernel (default ntk)",
+    )
     p.add_argument("--tile", type=int, help="rows per tile")
     p.add_argument("--max-memory", type=_bytes, help="working-set budget, e.g. 512MB or 2GB")
-    p.add_argument("--out", required=True, metavar="FILE.npy", help="output .npy file (written atomically)")
+    p.add_argument(
+        "--out", required=True, metavar="FILE.npy", help="output .npy file (written atomically)"
+    )
     _add_common_args(p)
     p.set_defaults(func=_cmd_kernel)
 
     # `ntkdr bench ...` forwards its arguments to the benchmark runner (ntkdr.bench.main).
-    sub.add_parser("bench", help="performance benchmarks of SPEC section 6 (see `ntkdr bench --help`)", add_help=False)
+    sub.add_parser(
+        "bench",
+        help="performance benchmarks of SPEC section 6 (see `ntkdr bench --help`)",
+        add_help=False,
+    )
     return parser
 
 
 def _bytes(text: str) -> int:
-    units = {"": 1, "B": 1, "KB": 2**10, "K": 2**10, "MB": 2**20, "M": 2**20, "GB": 2**30, "G": 2**30}
+    units = {
+        "": 1,
+        "B": 1,
+        "KB": 2**10,
+        "K": 2**10,
+        "MB": 2**20,
+        "M": 2**20,
+        "GB": 2**30,
+        "G": 2**30,
+    }
     t = text.strip().upper()
     num = t.rstrip("KMGB")
     try:
-        value = float(num) * units[t[len(num):]]
+        value = float(num) * units[t[len(num) :]]
     except (ValueError, KeyError):
-        raise argparse.ArgumentTypeError(f"expected a size such as 512MB or 2GB, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 512MB or 2GB, got {text!r}"
+        ) from None
     if not value < float(2**63) or value <= 0:  # also rejects inf / nan
         raise argparse.ArgumentTypeError(f"size must be > 0 and finite, got {text!r}")
     return int(value)
@@ -185,9 +276,7 @@ def _version() -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from ntkdr.experiment import RunConfig, run_experiment
-    from ntkdr.report import print_summary, write_report
-
-    from ntkdr.report import make_output_dir
+    from ntkdr.report import make_output_dir, print_summary, write_report
 
     cfg = RunConfig.from_args(args)
     make_output_dir(args.output)  # fail before the work, not after it
@@ -200,13 +289,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_certify(args: argparse.Namespace) -> int:
     import json
-
-    from ntkdr.experiment import RunConfig, run_experiment
-    from ntkdr.report import _clean, print_summary, write_text
-
     from pathlib import Path
 
-    from ntkdr.report import make_output_dir
+    from ntkdr.experiment import RunConfig, run_experiment
+    from ntkdr.report import _clean, make_output_dir, print_summary, write_text
 
     args.train = False
     cfg = RunConfig.from_args(args)
@@ -245,9 +331,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(bench_main(argv[1:]) or 0)
         args = parser.parse_args(argv)
         if args.command is None:
-            raise UsageError("a command is required (run, certify, train, kernel, bench); see ntkdr --help")
+            raise UsageError(
+                "a command is required (run, certify, train, kernel, bench); see ntkdr --help"
+            )
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+    except (
+        ValueError,
+        FileNotFoundError,
+        PermissionError,
+        IsADirectoryError,
+        NotADirectoryError,
+    ) as exc:
         if verbose:
             traceback.print_exc()
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -5,10 +5,12 @@ shard of the rows, float64 all-reduced scalars, one-collective gradient sums, ro
 the parameter broadcast guard, the same-data check and run-on-rank-0 calls whose errors reach
 every rank.  The process-group plumbing itself is :mod:`ntkdr.distributed`.
 """
+
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,7 +28,9 @@ class _Comm:
         self.rank, self.world = D.rank(), D.world_size()
         backend = str(torch.distributed.get_backend())
         if backend == "nccl" and device.type != "cuda":
-            raise ValueError(f"the process group uses NCCL but the model is on {device}; use gloo for CPU models")
+            raise ValueError(
+                f"the process group uses NCCL but the model is on {device}; use gloo for CPU models"
+            )
         self.device = device
 
     def shard(self, n: int) -> slice:
@@ -87,7 +91,9 @@ class _Comm:
                 public, private = fn()
             except Exception as exc:  # re-raised below, after the other ranks have heard of it
                 err = exc
-        box = D.broadcast_object(("err", type(err).__name__, str(err)) if err is not None else ("ok", public))
+        box = D.broadcast_object(
+            ("err", type(err).__name__, str(err)) if err is not None else ("ok", public)
+        )
         if err is not None:
             raise err
         if box[0] == "err":

@@ -57,6 +57,7 @@ classification (falling back to no stratification when a class is too small to s
 normalised to unit norm when ``normalize=True`` (the setting of the NTK analysis).  Same seed ->
 identical data.
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -175,7 +176,6 @@ class Dataset:
         )
 
 
-
 # --------------------------------------------------------------------------------------------
 # the pipeline: arrays -> Dataset
 # --------------------------------------------------------------------------------------------
@@ -213,9 +213,13 @@ def make_dataset(
         check_nonzero_rows(torch.from_numpy(A), f"X{where}")
     out_dtype = _np_dtype(dtype)
     if task is None:
-        if classes is not None and isinstance(classes, (tuple, list)) and len(classes) == 2:
-            task = "binary"
-        elif yy.ndim == 1 and np.unique(yy).size == 2:
+        if (
+            classes is not None
+            and isinstance(classes, (tuple, list))
+            and len(classes) == 2
+            or yy.ndim == 1
+            and np.unique(yy).size == 2
+        ):
             task = "binary"
         elif _looks_like_classes(yy):
             task = "multiclass"
@@ -230,7 +234,9 @@ def make_dataset(
         label_map = {"+1": cls[0], "-1": cls[1]}
     elif task == "multiclass":
         if yy.ndim != 1:
-            raise ValueError(f"y must be 1-D class labels for a multiclass task, got shape {yy.shape}")
+            raise ValueError(
+                f"y must be 1-D class labels for a multiclass task, got shape {yy.shape}"
+            )
         if classes is None:
             cls_arr = np.unique(yy)
         else:
@@ -241,7 +247,9 @@ def make_dataset(
                 if not np.any(yy == c):
                     raise ValueError(f"class {_label_key(c)} has no samples in y")
         if cls_arr.size < 2:
-            raise ValueError(f"y has a single class ({_label_key(cls_arr[0])}); a classification task needs two")
+            raise ValueError(
+                f"y has a single class ({_label_key(cls_arr[0])}); a classification task needs two"
+            )
         mask = np.isin(yy, cls_arr)
         A, strat = A[mask], yy[mask]
         y_task = np.searchsorted(np.sort(cls_arr), strat)
@@ -257,8 +265,15 @@ def make_dataset(
         cls, label_map = (), {}
 
     tr, te = _split_indices(
-        y_task, A.shape[0], n_train, n_test, test_fraction, seed,
-        strat if strat is not None else None, default_sizes, f"{name!r} ({task})",
+        y_task,
+        A.shape[0],
+        n_train,
+        n_test,
+        test_fraction,
+        seed,
+        strat if strat is not None else None,
+        default_sizes,
+        f"{name!r} ({task})",
     )
     X_tr, X_te = A[tr], A[te]
     if standardize_features:
@@ -297,9 +312,8 @@ def make_dataset(
 def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     ref = resources.files("ntkdr").joinpath("_data/mnist_subset.npz")
     try:
-        with resources.as_file(ref) as p:
-            with np.load(p, allow_pickle=False) as f:
-                return f["X"], f["y"].astype(np.int64)
+        with resources.as_file(ref) as p, np.load(p, allow_pickle=False) as f:
+            return f["X"], f["y"].astype(np.int64)
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise ValueError(
             f"the embedded MNIST subset (ntkdr/_data/mnist_subset.npz) cannot be read: {exc}; "
@@ -355,7 +369,9 @@ def load_dataset(
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         acc = ", ".join(allowed) if allowed else "none"
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for dataset {name!r}; accepted: {acc}")
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for dataset {name!r}; accepted: {acc}"
+        )
     if task is not None:
         check_choice(task, "task", TASKS)
     default = (_DEFAULT_N_TRAIN, _DEFAULT_N_TEST)
@@ -363,7 +379,9 @@ def load_dataset(
 
     if name in ("mnist", "digits", "breast_cancer"):
         if task == "regression":
-            raise ValueError(f"dataset {name!r} is a classification data set; task must be 'binary' or 'multiclass'")
+            raise ValueError(
+                f"dataset {name!r} is a classification data set; task must be 'binary' or 'multiclass'"
+            )
         if name == "mnist":
             Xr, y = _mnist_arrays()
             X = Xr.astype(np.float64) / 255.0
@@ -374,14 +392,18 @@ def load_dataset(
 
             b = load_digits()
             X, y = b.data / 16.0, b.target.astype(np.int64)
-            info["attribution"] = "scikit-learn bundled optical recognition of handwritten digits (UCI)"
+            info["attribution"] = (
+                "scikit-learn bundled optical recognition of handwritten digits (UCI)"
+            )
             default_classes = EVEN_ODD
         else:
             from sklearn.datasets import load_breast_cancer
 
             b = load_breast_cancer()
             X, y = b.data, b.target.astype(np.int64)  # 0 = malignant, 1 = benign
-            info["attribution"] = "scikit-learn bundled Breast Cancer Wisconsin (Diagnostic) data (UCI)"
+            info["attribution"] = (
+                "scikit-learn bundled Breast Cancer Wisconsin (Diagnostic) data (UCI)"
+            )
             info["class_names"] = {0: "malignant", 1: "benign"}
             default_classes = (1, 0)
             default = None
@@ -390,9 +412,19 @@ def load_dataset(
             classes = default_classes
         std = (name == "breast_cancer") if standardize is None else bool(standardize)
         return make_dataset(
-            X, y, name=name, task=task, classes=classes, n_train=n_train, n_test=n_test,
-            seed=seed, normalize=normalize, standardize_features=std, dtype=dtype,
-            default_sizes=default, info=info,
+            X,
+            y,
+            name=name,
+            task=task,
+            classes=classes,
+            n_train=n_train,
+            n_test=n_test,
+            seed=seed,
+            normalize=normalize,
+            standardize_features=std,
+            dtype=dtype,
+            default_sizes=default,
+            info=info,
         )
 
     # synthetic
@@ -427,15 +459,29 @@ def load_dataset(
     y = teacher_labels(X, width, _teacher_seed(seed), binary=(task == "binary"))
     opts["width"] = int(width)
     info["options"] = opts
-    info["labels"] = "random two-layer ReLU teacher" + (" (median threshold)" if task == "binary" else " (standardised)")
+    info["labels"] = "random two-layer ReLU teacher" + (
+        " (median threshold)" if task == "binary" else " (standardised)"
+    )
     std = False if standardize is None else bool(standardize)
     return make_dataset(
-        X, y, name=name, task=task, classes=None, n_train=n_tr, n_test=n_te, seed=seed,
-        normalize=normalize, standardize_features=std, dtype=dtype, info=info,
+        X,
+        y,
+        name=name,
+        task=task,
+        classes=None,
+        n_train=n_tr,
+        n_test=n_te,
+        seed=seed,
+        normalize=normalize,
+        standardize_features=std,
+        dtype=dtype,
+        info=info,
     )
 
 
-def dataset_from_file(path: Any, *, labels: Any = None, label_column: Any = "auto", **kwargs: Any) -> Dataset:
+def dataset_from_file(
+    path: Any, *, labels: Any = None, label_column: Any = "auto", **kwargs: Any
+) -> Dataset:
     """:func:`load_xy` followed by :func:`make_dataset` (``name`` = the file name); ``kwargs``
     are those of :func:`make_dataset` (``task``, ``classes``, ``n_train``, ``n_test``, ``seed``,
     ``normalize``, ``standardize_features``, ``dtype``, ``test_fraction``)."""

@@ -7,6 +7,7 @@ unreadable, truncated or malformed file never surfaces as a raw ``OSError``, ``z
 ``pickle`` traceback; ``.npy`` / ``.npz`` files are read with ``allow_pickle=False``.  Turning
 the arrays into a train / test :class:`ntkdr.data.Dataset` is :func:`ntkdr.data.dataset_from_file`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,7 +31,9 @@ _IDX_DTYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-_FORMATS = "expected .npz, .npy, .csv / .txt / .tsv, or MNIST IDX (*-idx3-ubyte[.gz], *-idx1-ubyte[.gz])"
+_FORMATS = (
+    "expected .npz, .npy, .csv / .txt / .tsv, or MNIST IDX (*-idx3-ubyte[.gz], *-idx1-ubyte[.gz])"
+)
 
 
 def _fmt(path: Path) -> str:
@@ -43,7 +46,13 @@ def _fmt(path: Path) -> str:
         return "npy"
     if base.endswith((".csv", ".txt", ".tsv")):
         return "csv"
-    if base.endswith(".idx") or "idx1-ubyte" in base or "idx2-ubyte" in base or "idx3-ubyte" in base or "idx4-ubyte" in base:
+    if (
+        base.endswith(".idx")
+        or "idx1-ubyte" in base
+        or "idx2-ubyte" in base
+        or "idx3-ubyte" in base
+        or "idx4-ubyte" in base
+    ):
         return "idx"
     return ""
 
@@ -107,13 +116,19 @@ def _finish_y(p: Path, y: np.ndarray, n: int | None, what: str = "y") -> np.ndar
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim not in (1, 2):
-        raise ValueError(f"{p}: labels {what!r} must be 1-D (n,) or 2-D (n, outputs), got shape {y.shape}")
+        raise ValueError(
+            f"{p}: labels {what!r} must be 1-D (n,) or 2-D (n, outputs), got shape {y.shape}"
+        )
     if y.shape[0] == 0:
         raise ValueError(f"{p}: labels {what!r} are empty")
     if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
-        raise ValueError(f"{p}: labels {what!r} contain NaN or Inf (first at row {int(np.argwhere(~np.isfinite(y))[0][0])})")
+        raise ValueError(
+            f"{p}: labels {what!r} contain NaN or Inf (first at row {int(np.argwhere(~np.isfinite(y))[0][0])})"
+        )
     if n is not None and y.shape[0] != n:
-        raise ValueError(f"{p}: X and {what} have different numbers of samples: {n} and {y.shape[0]}")
+        raise ValueError(
+            f"{p}: X and {what} have different numbers of samples: {n} and {y.shape[0]}"
+        )
     return y
 
 
@@ -131,7 +146,9 @@ def _load_npy_array(p: Path) -> np.ndarray:
             msg = "it holds Python objects (pickled data), which are not loaded for safety"
         raise ValueError(f"{p}: not a valid .npy array file: {msg}") from None
     except (OSError, EOFError) as exc:
-        raise ValueError(f"{p}: not a valid .npy array file (truncated or corrupt): {exc}") from None
+        raise ValueError(
+            f"{p}: not a valid .npy array file (truncated or corrupt): {exc}"
+        ) from None
 
 
 def _magic(p: Path, n: int) -> bytes:
@@ -174,10 +191,16 @@ def _split_label_column(p: Path, A: np.ndarray, label_column: int) -> tuple[np.n
     if A.ndim != 2:
         raise ValueError(f"{p}: a label column needs a 2-D array, got shape {A.shape}")
     ncol = A.shape[1]
-    if isinstance(label_column, bool) or not isinstance(label_column, Integral) or not -ncol <= label_column < ncol:
+    if (
+        isinstance(label_column, bool)
+        or not isinstance(label_column, Integral)
+        or not -ncol <= label_column < ncol
+    ):
         raise ValueError(f"{p}: label_column {label_column!r} is out of range for {ncol} columns")
     if ncol < 2:
-        raise ValueError(f"{p}: has a single column; cannot split off a label column and keep features")
+        raise ValueError(
+            f"{p}: has a single column; cannot split off a label column and keep features"
+        )
     j = label_column % ncol
     return np.delete(A, j, axis=1), A[:, j]
 
@@ -201,11 +224,15 @@ def _is_number(s: str) -> bool:
         return False
 
 
-def _read_csv(p: Path, label_column: int | None, delimiter: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_csv(
+    p: Path, label_column: int | None, delimiter: str | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         text = _read_bytes(p).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{p}: not a text (UTF-8) file: {exc.reason} at byte {exc.start}") from None
+        raise ValueError(
+            f"{p}: not a text (UTF-8) file: {exc.reason} at byte {exc.start}"
+        ) from None
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         raise ValueError(f"{p}: file has no data rows")
@@ -269,14 +296,22 @@ def load_idx(path: Any) -> np.ndarray:
     dt, ndim = _IDX_DTYPES[raw[2]], raw[3]
     head = 4 + 4 * ndim
     if len(raw) < head:
-        raise ValueError(f"{p}: truncated IDX file (header needs {head} bytes, file has {len(raw)})")
+        raise ValueError(
+            f"{p}: truncated IDX file (header needs {head} bytes, file has {len(raw)})"
+        )
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     need = head + int(np.prod(shape, dtype=np.int64)) * dt.itemsize
     if len(raw) < need:
-        raise ValueError(f"{p}: truncated IDX file: shape {shape} needs {need} bytes, file has {len(raw)}")
+        raise ValueError(
+            f"{p}: truncated IDX file: shape {shape} needs {need} bytes, file has {len(raw)}"
+        )
     if len(raw) > need:
-        raise ValueError(f"{p}: malformed IDX file: {len(raw) - need} unexpected bytes after the data of shape {shape}")
-    arr = np.frombuffer(raw, dtype=dt, count=int(np.prod(shape, dtype=np.int64)), offset=head).reshape(shape)
+        raise ValueError(
+            f"{p}: malformed IDX file: {len(raw) - need} unexpected bytes after the data of shape {shape}"
+        )
+    arr = np.frombuffer(
+        raw, dtype=dt, count=int(np.prod(shape, dtype=np.int64)), offset=head
+    ).reshape(shape)
     return arr.astype(dt.newbyteorder("="), copy=True)
 
 
@@ -328,7 +363,9 @@ def load_labels(path: Any, *, n: int | None = None) -> np.ndarray:
                 raise
             raise ValueError(f"{p}: not a valid .npz archive: {exc}") from None
         except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
-            raise ValueError(f"{p}: not a valid .npz archive (truncated or corrupt): {exc}") from None
+            raise ValueError(
+                f"{p}: not a valid .npz archive (truncated or corrupt): {exc}"
+            ) from None
     elif kind == "csv":
         A, _ = _read_csv(p, None, None)
         if A.shape[1] != 1:

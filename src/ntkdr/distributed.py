@@ -15,6 +15,7 @@ gradient of the single-process run, up to floating-point round-off.
 Every helper is a no-op (or the trivial answer) when no process group is initialised, so code
 written for ``torchrun`` also runs as a single process.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -27,8 +28,17 @@ import torch.distributed as dist
 from .validation import check_choice, check_int, resolve_device
 
 __all__ = [
-    "BACKENDS", "init_from_env", "is_distributed", "rank", "world_size", "shard_indices",
-    "shard_slice", "all_reduce_sum", "broadcast_object", "barrier", "cleanup",
+    "BACKENDS",
+    "init_from_env",
+    "is_distributed",
+    "rank",
+    "world_size",
+    "shard_indices",
+    "shard_slice",
+    "all_reduce_sum",
+    "broadcast_object",
+    "barrier",
+    "cleanup",
 ]
 
 BACKENDS = ("gloo", "nccl")
@@ -75,7 +85,9 @@ def init_from_env(
         # one GPU per process: collectives of this rank run on its own device
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", r % torch.cuda.device_count())))
     secs = DEFAULT_TIMEOUT_S if timeout is None else float(timeout)
-    dist.init_process_group(backend=backend, rank=r, world_size=w, timeout=datetime.timedelta(seconds=secs))
+    dist.init_process_group(
+        backend=backend, rank=r, world_size=w, timeout=datetime.timedelta(seconds=secs)
+    )
     return r, w
 
 

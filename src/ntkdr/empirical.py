@@ -24,6 +24,7 @@ Output shapes: ``(n, n')`` when the model has one output per example, else ``(n,
 with ``Theta[i, j, a, b] = J_a(x_i) . J_b(z_j)`` (closed form: one output only).  numpy in ->
 numpy out; the kernel has the model's dtype and device.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,14 @@ from torch.func import functional_call, jacrev, jvp, vmap
 from .models import TwoLayerReLU, derive_seed
 from .validation import as_matrix, check_choice, check_int, check_same_d, to_output
 
-__all__ = ["ntk", "ntk_closed", "ntk_jacobian", "ntk_projected", "ProjectedNTK", "DEFAULT_MAX_MEMORY"]
+__all__ = [
+    "ntk",
+    "ntk_closed",
+    "ntk_jacobian",
+    "ntk_projected",
+    "ProjectedNTK",
+    "DEFAULT_MAX_MEMORY",
+]
 
 #: default memory budget (bytes) for Jacobian chunks, masks and jvp batches
 DEFAULT_MAX_MEMORY = 1 << 30
@@ -123,11 +131,19 @@ def ntk(
         return ntk_closed(model, X, Z, chunk=chunk, max_memory=max_memory)
     if method == "jacobian":
         return ntk_jacobian(model, X, Z, chunk=chunk, max_memory=max_memory)
-    return ntk_projected(model, X, Z, k_proj=k_proj, seed=seed, chunk=chunk, max_memory=max_memory).kernel
+    return ntk_projected(
+        model, X, Z, k_proj=k_proj, seed=seed, chunk=chunk, max_memory=max_memory
+    ).kernel
 
 
-def ntk_closed(model: TwoLayerReLU, X: Any, Z: Any = None, *, chunk: int | None = None,
-               max_memory: int = DEFAULT_MAX_MEMORY) -> Any:
+def ntk_closed(
+    model: TwoLayerReLU,
+    X: Any,
+    Z: Any = None,
+    *,
+    chunk: int | None = None,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+) -> Any:
     """Closed-form empirical NTK of a single-output :class:`TwoLayerReLU` (see the module docstring).
 
     Only parameters with ``requires_grad`` contribute.  The Z side's ``(n', m)`` mask is held
@@ -136,15 +152,23 @@ def ntk_closed(model: TwoLayerReLU, X: Any, Z: Any = None, *, chunk: int | None 
     elementwise work.
     """
     if not _closed_supported(model):
-        what = type(model).__name__ if not isinstance(model, TwoLayerReLU) else f"out_dim = {model.out_dim}"
-        raise ValueError(f"the closed form needs a TwoLayerReLU with out_dim = 1 (got {what}); use method='jacobian'")
+        what = (
+            type(model).__name__
+            if not isinstance(model, TwoLayerReLU)
+            else f"out_dim = {model.out_dim}"
+        )
+        raise ValueError(
+            f"the closed form needs a TwoLayerReLU with out_dim = 1 (got {what}); use method='jacobian'"
+        )
     Xt, Zt, was_numpy = _prepare(model, X, Z)
     with torch.no_grad():
         out = _closed(model, Xt, Zt, chunk, max_memory)
     return to_output(out, was_numpy)
 
 
-def _closed(model: TwoLayerReLU, X: torch.Tensor, Z: torch.Tensor | None, chunk, max_memory) -> torch.Tensor:
+def _closed(
+    model: TwoLayerReLU, X: torch.Tensor, Z: torch.Tensor | None, chunk, max_memory
+) -> torch.Tensor:
     W, a, m = model.W, model.a, model.m
     S = model.S
     train_W = W.requires_grad
@@ -225,7 +249,9 @@ def _function(model: nn.Module, X: torch.Tensor, Z: torch.Tensor | None):
     """``(f(params, batch) -> (b, c), params, X, Z)``.  For a TwoLayerReLU whose sketch is fixed the
     inputs are replaced by the precomputed features (they do not depend on the parameters) and
     ``f`` is its ``forward_features``; otherwise ``f`` is the model itself."""
-    if isinstance(model, TwoLayerReLU) and not (isinstance(model.S, nn.Parameter) and model.S.requires_grad):
+    if isinstance(model, TwoLayerReLU) and not (
+        isinstance(model.S, nn.Parameter) and model.S.requires_grad
+    ):
         with torch.no_grad():
             X = model._features(X)
             Z = None if Z is None else model._features(Z)
@@ -240,8 +266,14 @@ def _function(model: nn.Module, X: torch.Tensor, Z: torch.Tensor | None):
     return f, trained, X, Z
 
 
-def ntk_jacobian(model: nn.Module, X: Any, Z: Any = None, *, chunk: int | None = None,
-                 max_memory: int = DEFAULT_MAX_MEMORY) -> Any:
+def ntk_jacobian(
+    model: nn.Module,
+    X: Any,
+    Z: Any = None,
+    *,
+    chunk: int | None = None,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+) -> Any:
     """Empirical NTK of any ``nn.Module`` via ``torch.func.vmap(jacrev)``: ``sum_p J_X J_Z^T``.
 
     The model is called on ``(1, d)`` slices of X (it must map ``(b, d)`` inputs to ``(b,)`` or
@@ -286,7 +318,7 @@ def ntk_jacobian(model: nn.Module, X: Any, Z: Any = None, *, chunk: int | None =
                 JZ = jac_block(Zf[zs:ze])
                 if cache_z:
                     z_cache[zs] = JZ
-            blk = out[xs * c: xe * c, zs * c: ze * c]
+            blk = out[xs * c : xe * c, zs * c : ze * c]
             for jx, jz in zip(JX, JZ):
                 blk.addmm_(jx, jz.T)
     return to_output(_reshape_kernel(out, Xf.shape[0], Zf.shape[0], c), was_numpy)
@@ -302,7 +334,9 @@ def _tangent(params: dict, seed: int, j: int) -> dict:
     """Column ``j`` of P: an independent N(0, I) tangent, generated from ``(seed, j)`` on the CPU."""
     gen = torch.Generator().manual_seed(derive_seed(seed, "projected-ntk", j))
     return {
-        name: torch.randn(v.shape, generator=gen, dtype=torch.float64).to(device=v.device, dtype=v.dtype)
+        name: torch.randn(v.shape, generator=gen, dtype=torch.float64).to(
+            device=v.device, dtype=v.dtype
+        )
         for name, v in params.items()
     }
 
@@ -349,7 +383,9 @@ def ntk_projected(
     Y = torch.empty(k_proj, inp.shape[0], c, dtype=inp.dtype, device=inp.device)
     with torch.no_grad(), warnings.catch_warnings():
         # torch's first jvp loads decompositions through the deprecated torch.jit.script
-        warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*torch.jit.script.* is deprecated", category=DeprecationWarning
+        )
         for j0 in range(0, k_proj, block):
             j1 = min(j0 + block, k_proj)
             ts = [_tangent(params, seed, j) for j in range(j0, j1)]
@@ -357,7 +393,7 @@ def ntk_projected(
             Y[j0:j1] = batched(V)
     Y = Y.permute(1, 2, 0).reshape(inp.shape[0] * c, k_proj)  # rows (i, a), columns j
     YX = Y[: n * c]
-    YZ = YX if Zf is None else Y[n * c:]
+    YZ = YX if Zf is None else Y[n * c :]
     K = (YX @ YZ.T) / k_proj
     dx = (YX * YX).sum(dim=1) / k_proj
     dz = dx if Zf is None else (YZ * YZ).sum(dim=1) / k_proj

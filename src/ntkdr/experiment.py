@@ -9,6 +9,7 @@ of NTK regression; parameter / multiply-add counts and measured seconds; a recom
 
 The result is a plain JSON-serialisable dict (schema in the README, ``SCHEMA_VERSION``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,12 +54,18 @@ class RunConfig:
     train: bool = True
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "RunConfig":
-        given = {f.name: getattr(args, f.name) for f in fields(cls) if getattr(args, f.name, None) is not None}
+    def from_args(cls, args: argparse.Namespace) -> RunConfig:
+        given = {
+            f.name: getattr(args, f.name)
+            for f in fields(cls)
+            if getattr(args, f.name, None) is not None
+        }
         cfg = cls(**given)
         if cfg.quick:
             # Only shrink what the user did not set explicitly.
-            quick: dict[str, Any] = dict(width=256, steps=30, ks=(16, 64), seeds=2, inference_repeats=2)
+            quick: dict[str, Any] = dict(
+                width=256, steps=30, ks=(16, 64), seeds=2, inference_repeats=2
+            )
             if cfg.data is None and cfg.dataset == "mnist":
                 quick.update(n_train=300, n_test=200)
             for key, value in quick.items():
@@ -108,7 +115,9 @@ def load_task(
     if data is not None:
         ds = D.dataset_from_file(data, n_train=n_train, n_test=n_test, classes=classes, seed=seed)
     else:
-        ds = D.load_dataset(dataset or "mnist", n_train=n_train, n_test=n_test, classes=classes, seed=seed)
+        ds = D.load_dataset(
+            dataset or "mnist", n_train=n_train, n_test=n_test, classes=classes, seed=seed
+        )
     if ds.task == "multiclass":
         idx = list(range(len(ds.classes)))
         Y, Yt = D.one_hot(ds.y_train, idx), D.one_hot(ds.y_test, idx)
@@ -143,10 +152,14 @@ def _error(pred: np.ndarray, Y: np.ndarray, task: str) -> float:
 class _Evaluator:
     """Kernel-side quantities for one feature matrix (dense X or sketched S X)."""
 
-    def __init__(self, task: _Task, Y_random: np.ndarray, dtype: torch.dtype, device: torch.device | None):
+    def __init__(
+        self, task: _Task, Y_random: np.ndarray, dtype: torch.dtype, device: torch.device | None
+    ):
         self.task, self.Y_random, self.dtype, self.device = task, Y_random, dtype, device
 
-    def kernel_quantities(self, F: np.ndarray, F_test: np.ndarray, keep_spectrum: bool) -> dict[str, Any]:
+    def kernel_quantities(
+        self, F: np.ndarray, F_test: np.ndarray, keep_spectrum: bool
+    ) -> dict[str, Any]:
         from ntkdr.kernels import two_layer_ntk
         from ntkdr.regression import kernel_ridge_fit
         from ntkdr.theory import generalization_bound
@@ -160,7 +173,9 @@ class _Evaluator:
             # The kernel's own dtype decides what "numerically PD" means (a float32 kernel is
             # judged with float32 round-off, not the float64 of the cast).
             b_true = generalization_bound(H_native, self._per_output(self.task.Y), eigenvalues=eig)
-            b_rand = generalization_bound(H_native, self._per_output(self.Y_random), eigenvalues=eig)
+            b_rand = generalization_bound(
+                H_native, self._per_output(self.Y_random), eigenvalues=eig
+            )
         out: dict[str, Any] = {
             "lambda_min": float(eig[0]),
             "lambda_max": float(eig[-1]),
@@ -170,10 +185,16 @@ class _Evaluator:
             "is_pd": bool(b_true.is_pd),
             "pd_message": b_true.message,
         }
-        H_test = two_layer_ntk(torch.as_tensor(F_test, dtype=self.dtype, device=self.device), Ft).to(torch.float64)
+        H_test = two_layer_ntk(
+            torch.as_tensor(F_test, dtype=self.dtype, device=self.device), Ft
+        ).to(torch.float64)
         try:
-            alpha = kernel_ridge_fit(H, torch.as_tensor(self.task.Y, dtype=torch.float64, device=H.device), ridge=0.0)
-            out["regression_test_error"] = _error((H_test @ alpha).cpu().numpy(), self.task.Y_test, self.task.task)
+            alpha = kernel_ridge_fit(
+                H, torch.as_tensor(self.task.Y, dtype=torch.float64, device=H.device), ridge=0.0
+            )
+            out["regression_test_error"] = _error(
+                (H_test @ alpha).cpu().numpy(), self.task.Y_test, self.task.task
+            )
         except ValueError as exc:  # not numerically PD: no silent jitter, say so
             out["regression_test_error"] = float("nan")
             out["regression_message"] = str(exc)
@@ -203,7 +224,9 @@ def _train_one(task: _Task, cfg: RunConfig, sketch, dtype: torch.dtype, device) 
     Y = torch.as_tensor(task.Y, dtype=dtype, device=device)
     Xt = torch.as_tensor(task.X_test, dtype=dtype, device=device)
     # No per-step test tracking: only the final test error is reported.
-    hist = fit(model, X, Y, cfg.steps, lr=None, seed=cfg.seed, progress=False, ntk_every=0)  # drift not reported
+    hist = fit(
+        model, X, Y, cfg.steps, lr=None, seed=cfg.seed, progress=False, ntk_every=0
+    )  # drift not reported
     with torch.no_grad():
         F = model.features(X)
         H = two_layer_ntk(F)
@@ -225,8 +248,12 @@ def _train_one(task: _Task, cfg: RunConfig, sketch, dtype: torch.dtype, device) 
         "test_error": _error(pred_test, task.Y_test, task.task),
         "seconds_per_step": float(hist.seconds_per_step),
         "seconds_per_inference_example": float(infer),
-        "weight_change_fro": float(hist.weight_change_fro[-1]) if hist.weight_change_fro else float("nan"),
-        "pattern_flip_fraction": float(hist.pattern_flip_fraction[-1]) if hist.pattern_flip_fraction else float("nan"),
+        "weight_change_fro": float(hist.weight_change_fro[-1])
+        if hist.weight_change_fro
+        else float("nan"),
+        "pattern_flip_fraction": float(hist.pattern_flip_fraction[-1])
+        if hist.pattern_flip_fraction
+        else float("nan"),
     }
 
 
@@ -309,9 +336,19 @@ def run_experiment(cfg: RunConfig) -> dict[str, Any]:
         notes.append(f"skipped k > d = {d}: {[k for k in cfg.ks if k > d]}")
     if not ks:
         raise ValueError(f"every k in {list(cfg.ks)} exceeds the data dimension d = {d}")
-    jobs = [(kind, k, s) for kind in cfg.sketches for k in ks for s in range(1 if kind == "pca" else cfg.seeds)]
+    jobs = [
+        (kind, k, s)
+        for kind in cfg.sketches
+        for k in ks
+        for s in range(1 if kind == "pca" else cfg.seeds)
+    ]
     n_train_jobs = (1 + len(cfg.sketches) * len(ks)) if cfg.train else 0
-    bar = tqdm(total=1 + len(jobs) + n_train_jobs, desc="ntkdr run", disable=True if cfg.quiet else None, leave=False)
+    bar = tqdm(
+        total=1 + len(jobs) + n_train_jobs,
+        desc="ntkdr run",
+        disable=True if cfg.quiet else None,
+        leave=False,
+    )
 
     dense = ev.kernel_quantities(task.X, task.X_test, keep_spectrum=True)
     dense["cost"] = cost(d, cfg.width, None, None, n)
@@ -344,7 +381,9 @@ def run_experiment(cfg: RunConfig) -> dict[str, Any]:
             "regression_test_error": _stats([r["regression_test_error"] for r in runs]),
             "all_pd": all(r["is_pd"] for r in runs),
             "spectrum": runs[0]["spectrum"],
-            "cost": cost(d, cfg.width, k, kind, n, s=sketch0[(kind, k)].s if kind == "sparse" else None),
+            "cost": cost(
+                d, cfg.width, k, kind, n, s=sketch0[(kind, k)].s if kind == "sparse" else None
+            ),
         }
         if cfg.train:
             entry["net"] = _train_one(task, cfg, sketch0[(kind, k)], dtype, device)
@@ -354,8 +393,10 @@ def run_experiment(cfg: RunConfig) -> dict[str, Any]:
 
     lam0 = dense["lambda_min"]
     if not dense["is_pd"]:
-        notes.append("the dense NTK Gram matrix is not numerically positive definite: lambda_min ratios "
-                     "and bound ratios against it are not meaningful. " + (dense.get("pd_message") or ""))
+        notes.append(
+            "the dense NTK Gram matrix is not numerically positive definite: lambda_min ratios "
+            "and bound ratios against it are not meaningful. " + (dense.get("pd_message") or "")
+        )
     config = asdict(cfg)
     return {
         "schema_version": SCHEMA_VERSION,

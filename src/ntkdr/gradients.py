@@ -10,6 +10,7 @@ computed over column blocks of neurons so that each ``n x block`` slab of ``P`` 
 between the GEMM and the elementwise passes.  :class:`_ClosedFormGrads` is the mixin of
 ``ntkdr.train._Trainer`` that does it; the trainer supplies the block width ``_block(n)``.
 """
+
 from __future__ import annotations
 
 import math

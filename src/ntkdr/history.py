@@ -7,6 +7,7 @@ flips, NTK drift, times) and converts to / from JSON (NaN <-> ``None``; schema
 checked against the run that resumes from them; every problem raises ``ValueError`` naming the
 file.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -68,8 +69,15 @@ class History:
     stopped_early: bool = False
 
     _LISTS = (
-        "step", "train_loss", "test_loss", "test_accuracy", "weight_change_fro",
-        "weight_change_max_row", "pattern_flip_fraction", "ntk_drift", "wall_time",
+        "step",
+        "train_loss",
+        "test_loss",
+        "test_accuracy",
+        "weight_change_fro",
+        "weight_change_max_row",
+        "pattern_flip_fraction",
+        "ntk_drift",
+        "wall_time",
     )
 
     def __len__(self) -> int:
@@ -83,7 +91,7 @@ class History:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "History":
+    def from_dict(cls, data: dict[str, Any]) -> History:
         if not isinstance(data, dict):
             raise ValueError(f"History.from_dict needs a dict, got {type(data).__name__}")
         schema = data.get("schema", HISTORY_SCHEMA)
@@ -172,4 +180,6 @@ def _check_resume_config(ck: dict, config: dict, steps: int, path: str) -> None:
     if saved["data"] != config["data"]:
         raise ValueError(f"checkpoint {path!r} was written for different training data (X, y)")
     if int(ck["step"]) > steps:
-        raise ValueError(f"checkpoint {path!r} is at step {int(ck['step'])}, beyond steps = {steps}")
+        raise ValueError(
+            f"checkpoint {path!r} is at step {int(ck['step'])}, beyond steps = {steps}"
+        )

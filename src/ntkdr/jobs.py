@@ -1,9 +1,9 @@
 """Bodies of the ``ntkdr train`` and ``ntkdr kernel`` commands (argument parsing lives in cli.py)."""
+
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,9 @@ def _parse_lr(text: str | None):
     try:
         return V.check_real(float(text), "--lr", positive=True)
     except ValueError:
-        raise ValueError(f"--lr must be a positive number, 'auto' or 'theory', got {text!r}") from None
+        raise ValueError(
+            f"--lr must be a positive number, 'auto' or 'theory', got {text!r}"
+        ) from None
 
 
 def train_command(args: argparse.Namespace) -> None:
@@ -58,12 +60,21 @@ def train_command(args: argparse.Namespace) -> None:
         dtype = V.resolve_dtype(args.dtype)
         device = V.resolve_device(args.device)
         out = make_output_dir(args.out)
-        task = load_task(args.data, args.dataset, args.classes, args.n_train, args.n_test, args.seed)
+        task = load_task(
+            args.data, args.dataset, args.classes, args.n_train, args.n_test, args.seed
+        )
         d = task.X.shape[1]
         sketch = _sketch_from_args(args, d, task.X)
         out_dim = 1 if task.Y.ndim == 1 else task.Y.shape[1]
-        model = TwoLayerReLU(d, args.width, sketch=sketch, train_output=args.train_output, seed=args.seed,
-                             dtype=dtype, out_dim=out_dim).to(device)
+        model = TwoLayerReLU(
+            d,
+            args.width,
+            sketch=sketch,
+            train_output=args.train_output,
+            seed=args.seed,
+            dtype=dtype,
+            out_dim=out_dim,
+        ).to(device)
 
         def t(a):
             return torch.as_tensor(a, dtype=dtype, device=device)
@@ -71,17 +82,31 @@ def train_command(args: argparse.Namespace) -> None:
         ckpt = out / "checkpoint.pt"
         if args.resume and not ckpt.exists():
             raise ValueError(f"--resume given but {ckpt} does not exist")
-        hist = fit(model, t(task.X), t(task.Y), args.steps, lr=lr, optimizer=args.optimizer,
-                   batch_size=args.batch_size, X_test=t(task.X_test), y_test=t(task.Y_test), seed=args.seed,
-                   progress=not args.quiet and rank == 0, checkpoint=str(ckpt),
-                   checkpoint_every=args.checkpoint_every, resume=args.resume)
+        hist = fit(
+            model,
+            t(task.X),
+            t(task.Y),
+            args.steps,
+            lr=lr,
+            optimizer=args.optimizer,
+            batch_size=args.batch_size,
+            X_test=t(task.X_test),
+            y_test=t(task.Y_test),
+            seed=args.seed,
+            progress=not args.quiet and rank == 0,
+            checkpoint=str(ckpt),
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+        )
         if rank == 0:  # the weights are replicated: one writer
             with atomic_path(out / "model.pt") as tmp:
                 torch.save(model.state_dict(), tmp)
             write_text(out / "history.json", json.dumps(_clean(hist.to_dict()), indent=1) + "\n")
             if not args.quiet:
                 last = hist.train_loss[-1]
-                print(f"trained {args.steps} steps, lr {hist.lr:.4g} ({hist.lr_rule}); final loss {last:.4g}; wrote {out}")
+                print(
+                    f"trained {args.steps} steps, lr {hist.lr:.4g} ({hist.lr_rule}); final loss {last:.4g}; wrote {out}"
+                )
         D.barrier()  # the files exist when any rank returns
     finally:
         if owned:
@@ -96,8 +121,13 @@ def _kernel_inputs(args: argparse.Namespace) -> np.ndarray:
         X, _ = D.load_file(args.data)
         V.check_nonzero_rows(torch.as_tensor(X), f"X of {args.data}")
     else:
-        ds = D.load_dataset(args.dataset or "mnist", classes=args.classes, n_train=args.n_train,
-                            n_test=args.n_test, seed=args.seed)
+        ds = D.load_dataset(
+            args.dataset or "mnist",
+            classes=args.classes,
+            n_train=args.n_train,
+            n_test=args.n_test,
+            seed=args.seed,
+        )
         X = np.concatenate([ds.X_train, ds.X_test])
     return D.normalize_rows(X)
 
@@ -131,7 +161,15 @@ def kernel_command(args: argparse.Namespace) -> None:
     else:
         kernel = NTK(kind="fc", depth=args.depth, output=args.which)
     rank, _ = init_from_env(device=args.device)
-    compute_kernel_to_file(X, out, kernel, tile_rows=args.tile, max_memory=args.max_memory, dtype=dtype,
-                           device=device, progress=not args.quiet and rank == 0)
+    compute_kernel_to_file(
+        X,
+        out,
+        kernel,
+        tile_rows=args.tile,
+        max_memory=args.max_memory,
+        dtype=dtype,
+        device=device,
+        progress=not args.quiet and rank == 0,
+    )
     if not args.quiet and rank == 0:
         print(f"wrote {X.shape[0]} x {X.shape[0]} kernel to {out}")

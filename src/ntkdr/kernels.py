@@ -50,11 +50,13 @@ given, which casts both.  X and Z must be on the same device (or ``device`` give
 result is a numpy array when X was not a tensor, else a tensor on X's device; when ``out``
 is given the very object passed is filled and returned.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -251,7 +253,11 @@ class _FCPlan:
             if not len(s[0]):
                 continue
             ntk, nngp = self.diag(s)
-            for name, v in (("q(x)", s[self.depth :]), ("the diagonal NTK", [ntk]), ("the diagonal NNGP", [nngp])):
+            for name, v in (
+                ("q(x)", s[self.depth :]),
+                ("the diagonal NTK", [ntk]),
+                ("the diagonal NNGP", [nngp]),
+            ):
                 if not all(float(t.max()) <= lim for t in v):  # NaN / inf fail too
                     raise _overflow_error(name, dtype)
 
@@ -326,7 +332,9 @@ def _as_target(obj: Any, name: str, shape: tuple[int, int]) -> torch.Tensor:
             raise ValueError(f"{name} must have dtype float32 or float64, got {obj.dtype}")
         t = torch.from_numpy(obj)
     else:
-        raise ValueError(f"{name} must be a torch.Tensor, numpy array or np.memmap, got {type(obj).__name__}")
+        raise ValueError(
+            f"{name} must be a torch.Tensor, numpy array or np.memmap, got {type(obj).__name__}"
+        )
     if t.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"{name} must have dtype float32 or float64, got {t.dtype}")
     if tuple(t.shape) != shape:
@@ -434,9 +442,7 @@ def _run(
             t = min(t, tile)
     scratch_elems = min(block, t * m)
     scratch = [torch.empty(scratch_elems, dtype=dt, device=dev) for _ in range(plan.n_scratch)]
-    bufs = (
-        [torch.empty((t, m), dtype=dt, device=dev) for _ in range(n_out)] if not direct else []
-    )
+    bufs = [torch.empty((t, m), dtype=dt, device=dev) for _ in range(n_out)] if not direct else []
 
     # Z is X: the diagonal gets the closed form at theta = 0 (exact, free of sqrt(eps) noise)
     diag = plan.diag(sx) if symmetric else None
@@ -575,7 +581,9 @@ def fc_relu_kernels(
     return ntk, nngp
 
 
-def two_layer_ntk_diag(X: Any, layers: str = "first", *, kappa: float = 1.0, dtype: Any = None, device: Any = None):
+def two_layer_ntk_diag(
+    X: Any, layers: str = "first", *, kappa: float = 1.0, dtype: Any = None, device: Any = None
+):
     """Diagonal of :func:`two_layer_ntk` ``(X, X)`` without forming the matrix."""
     plan = _two_layer_plan(layers, kappa)
     Xt, x_np = as_matrix(X, "X", dtype=dtype, device=device)
@@ -661,20 +669,38 @@ class NTK:
         o = self.options
         if self.kind == "two_layer":
             return two_layer_ntk(
-                X, Z, self.layers, kappa=self.kappa, tile=o.tile, max_memory=o.max_memory,
-                out=out, dtype=o.dtype, device=o.device,
+                X,
+                Z,
+                self.layers,
+                kappa=self.kappa,
+                tile=o.tile,
+                max_memory=o.max_memory,
+                out=out,
+                dtype=o.dtype,
+                device=o.device,
             )
         outs = None if out is None else ((out, None) if self._index == 0 else (None, out))
         res = fc_relu_kernels(
-            X, Z, self.depth, self.w_std, self.b_std, self.w_out, tile=o.tile,
-            max_memory=o.max_memory, out=outs, dtype=o.dtype, device=o.device,
+            X,
+            Z,
+            self.depth,
+            self.w_std,
+            self.b_std,
+            self.w_out,
+            tile=o.tile,
+            max_memory=o.max_memory,
+            out=outs,
+            dtype=o.dtype,
+            device=o.device,
         )
         return res[self._index]
 
     def diag(self, X: Any):
         o = self.options
         if self.kind == "two_layer":
-            return two_layer_ntk_diag(X, self.layers, kappa=self.kappa, dtype=o.dtype, device=o.device)
+            return two_layer_ntk_diag(
+                X, self.layers, kappa=self.kappa, dtype=o.dtype, device=o.device
+            )
         res = fc_relu_kernels_diag(
             X, self.depth, self.w_std, self.b_std, self.w_out, dtype=o.dtype, device=o.device
         )
@@ -703,7 +729,9 @@ def _as_vector(v: Any, n: int, rows_name: str, like: torch.Tensor) -> torch.Tens
         t = v
     else:
         arr = np.asarray(v)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        if arr.dtype == object or not (
+            np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+        ):
             raise ValueError(f"v must be numeric, got dtype {arr.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(arr))
     if t.is_complex():

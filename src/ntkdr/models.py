@@ -14,11 +14,12 @@ from a kind name gets yet another derived seed.
 The dense net and the factorized net with the ``identity`` sketch draw the same numbers,
 so with the same seed they are the same function.
 """
+
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,21 +49,32 @@ def _resolve_sketch(sketch: Any, d: int, k: Any, seed: int, owner: str):
         from .sketches import make_sketch  # local import: sketches is optional for dense nets
 
         if k is None:
-            raise ValueError(f"{owner}: sketch={sketch!r} given by name needs the target dimension k")
+            raise ValueError(
+                f"{owner}: sketch={sketch!r} given by name needs the target dimension k"
+            )
         return make_sketch(sketch, d, k, seed=derive_seed(seed, "sketch"))
-    if not (callable(sketch) and hasattr(sketch, "matrix") and hasattr(sketch, "d") and hasattr(sketch, "k")):
+    if not (
+        callable(sketch)
+        and hasattr(sketch, "matrix")
+        and hasattr(sketch, "d")
+        and hasattr(sketch, "k")
+    ):
         raise ValueError(
             f"{owner}: sketch must be None, a sketch kind name or a Sketch from ntkdr.sketches.make_sketch, "
             f"got {type(sketch).__name__}"
         )
     if sketch.d != d:
-        raise ValueError(f"{owner}: the sketch maps d = {sketch.d} features but the layer has d = {d}")
+        raise ValueError(
+            f"{owner}: the sketch maps d = {sketch.d} features but the layer has d = {d}"
+        )
     if k is not None and check_int(k, "k", min_value=1) != sketch.k:
         raise ValueError(f"{owner}: k = {k} disagrees with the sketch's k = {sketch.k}")
     return sketch
 
 
-def _check_input(X: Any, d: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, bool]:
+def _check_input(
+    X: Any, d: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, bool]:
     """Inputs of ``forward``: numpy is fully validated; tensors get shape checks only (vmap-safe)."""
     if not isinstance(X, torch.Tensor):
         X, was_numpy = as_matrix(X, dtype=dtype, device=device)
@@ -158,7 +170,9 @@ class TwoLayerReLU(nn.Module):
         if sketch is None:
             self.S = None
         else:
-            S = torch.as_tensor(sketch.matrix(dtype=dtype, device=device)).to(device=device, dtype=dtype)
+            S = torch.as_tensor(sketch.matrix(dtype=dtype, device=device)).to(
+                device=device, dtype=dtype
+            )
             if self.train_sketch:
                 self.S = nn.Parameter(S.clone())
             else:
@@ -187,7 +201,11 @@ class TwoLayerReLU(nn.Module):
         return self.W.device
 
     def extra_repr(self) -> str:
-        kind = "dense" if self.sketch is None else f"sketch={getattr(self.sketch, 'kind', '?')}, k={self.d_in}"
+        kind = (
+            "dense"
+            if self.sketch is None
+            else f"sketch={getattr(self.sketch, 'kind', '?')}, k={self.d_in}"
+        )
         return (
             f"d={self.d}, m={self.m}, {kind}, kappa={self.kappa}, out_dim={self.out_dim}, "
             f"train_output={self.train_output}, train_sketch={self.train_sketch}"
@@ -209,7 +227,9 @@ class TwoLayerReLU(nn.Module):
 
     def forward_features(self, F: torch.Tensor) -> torch.Tensor:
         """Output from precomputed features ``F = features(X)`` (so training sketches X once)."""
-        H = torch.relu_(F @ self.W.T)  # in place: no second n x m buffer (measured ~15% faster inference)
+        H = torch.relu_(
+            F @ self.W.T
+        )  # in place: no second n x m buffer (measured ~15% faster inference)
         return (H @ self.a) * (1.0 / math.sqrt(self.m))
 
     def forward(self, X: Any) -> Any:
@@ -267,7 +287,9 @@ class SketchedLinear(nn.Module):
         self.out_features = check_int(out_features, "out_features", min_value=1)
         seed = check_int(seed, "seed")
         if parameterization not in ("standard", "ntk"):
-            raise ValueError(f"unknown parameterization {parameterization!r}; expected 'standard' or 'ntk'")
+            raise ValueError(
+                f"unknown parameterization {parameterization!r}; expected 'standard' or 'ntk'"
+            )
         self.parameterization = parameterization
         self.w_std = check_real(w_std, "w_std", min_value=0.0)
         self.b_std = check_real(b_std, "b_std", min_value=0.0)
@@ -280,8 +302,16 @@ class SketchedLinear(nn.Module):
         gen = _generator(seed, "SketchedLinear")
         if parameterization == "standard":
             bound = 1.0 / math.sqrt(self.in_features)
-            U = torch.rand(self.out_features, self.k, generator=gen, dtype=torch.float64).mul_(2 * bound).sub_(bound)
-            b = torch.rand(self.out_features, generator=gen, dtype=torch.float64).mul_(2 * bound).sub_(bound)
+            U = (
+                torch.rand(self.out_features, self.k, generator=gen, dtype=torch.float64)
+                .mul_(2 * bound)
+                .sub_(bound)
+            )
+            b = (
+                torch.rand(self.out_features, generator=gen, dtype=torch.float64)
+                .mul_(2 * bound)
+                .sub_(bound)
+            )
             self._w_scale, self._b_scale = 1.0, 1.0
         else:
             U = torch.randn(self.out_features, self.k, generator=gen, dtype=torch.float64)
@@ -289,7 +319,9 @@ class SketchedLinear(nn.Module):
             self._w_scale, self._b_scale = self.w_std / math.sqrt(self.in_features), self.b_std
         self.U = nn.Parameter(U.to(device=device, dtype=dtype))
         self.bias = nn.Parameter(b.to(device=device, dtype=dtype)) if bias else None
-        S = torch.as_tensor(self.sketch.matrix(dtype=dtype, device=device)).to(device=device, dtype=dtype)
+        S = torch.as_tensor(self.sketch.matrix(dtype=dtype, device=device)).to(
+            device=device, dtype=dtype
+        )
         if self.train_sketch:
             self.S = nn.Parameter(S.clone())
         else:
@@ -303,7 +335,9 @@ class SketchedLinear(nn.Module):
     def sketch_input(self, x: torch.Tensor) -> torch.Tensor:
         """``S x`` for ``x`` of shape ``(..., in_features)`` -> ``(..., k)``."""
         if x.shape[-1] != self.in_features:
-            raise ValueError(f"input has {x.shape[-1]} features but the layer expects in_features = {self.in_features}")
+            raise ValueError(
+                f"input has {x.shape[-1]} features but the layer expects in_features = {self.in_features}"
+            )
         y = x @ self.S.T
         return _renormalize_rows(y) if getattr(self.sketch, "renormalize", False) else y
 
@@ -316,7 +350,9 @@ class SketchedLinear(nn.Module):
         return y
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, k: int | None = None, sketch: Any = "gaussian", seed: int = 0) -> "SketchedLinear":
+    def from_linear(
+        cls, linear: nn.Linear, k: int | None = None, sketch: Any = "gaussian", seed: int = 0
+    ) -> SketchedLinear:
         """Best factorization of a trained ``nn.Linear``: ``U = W S^+`` (least squares), bias copied.
 
         ``U S`` is then the projection of ``W`` onto the row space of ``S`` (exact when k = d).
@@ -325,8 +361,14 @@ class SketchedLinear(nn.Module):
             raise ValueError(f"from_linear needs an nn.Linear, got {type(linear).__name__}")
         W = linear.weight.detach()
         layer = cls(
-            linear.in_features, linear.out_features, k, sketch=sketch, bias=linear.bias is not None,
-            seed=seed, dtype=W.dtype, device=W.device,
+            linear.in_features,
+            linear.out_features,
+            k,
+            sketch=sketch,
+            bias=linear.bias is not None,
+            seed=seed,
+            dtype=W.dtype,
+            device=W.device,
         )
         S = layer.S.detach().to(torch.float64)
         U = torch.linalg.lstsq(S.T, W.to(torch.float64).T).solution.T
@@ -348,21 +390,34 @@ class NTKLinear(nn.Module):
     """Dense layer in NTK parameterization: ``y = w_std / sqrt(in) * W x + b_std * b``, ``W, b ~ N(0, 1)``
     (neural-tangents ``stax.Dense(out, W_std=w_std, b_std=b_std)``)."""
 
-    def __init__(self, in_features: int, out_features: int, w_std: float = 2**0.5, b_std: float = 0.0,
-                 *, generator: torch.Generator | None = None, dtype: Any = torch.float32, device: Any = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        w_std: float = 2**0.5,
+        b_std: float = 0.0,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: Any = torch.float32,
+        device: Any = None,
+    ) -> None:
         super().__init__()
         self.in_features = check_int(in_features, "in_features", min_value=1)
         self.out_features = check_int(out_features, "out_features", min_value=1)
         self.w_std = check_real(w_std, "w_std", min_value=0.0)
         self.b_std = check_real(b_std, "b_std", min_value=0.0)
         dtype = resolve_dtype(dtype) or torch.float32
-        W = torch.randn(self.out_features, self.in_features, generator=generator, dtype=torch.float64)
+        W = torch.randn(
+            self.out_features, self.in_features, generator=generator, dtype=torch.float64
+        )
         b = torch.randn(self.out_features, generator=generator, dtype=torch.float64)
         self.weight = nn.Parameter(W.to(device=device, dtype=dtype))
         self.bias = nn.Parameter(b.to(device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x @ self.weight.T) * (self.w_std / math.sqrt(self.in_features)) + self.bias * self.b_std
+        return (x @ self.weight.T) * (
+            self.w_std / math.sqrt(self.in_features)
+        ) + self.bias * self.b_std
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, w_std={self.w_std}, b_std={self.b_std}"
@@ -408,11 +463,15 @@ class DeepReLU(nn.Module):
             widths = [check_int(widths, "width", min_value=1)] * depth
         else:
             if depth is not None:
-                raise ValueError("depth is only used with a single int width; got a sequence of widths too")
+                raise ValueError(
+                    "depth is only used with a single int width; got a sequence of widths too"
+                )
             try:
                 widths = [check_int(w, "width", min_value=1) for w in widths]
             except TypeError as exc:
-                raise ValueError(f"widths must be an int or a sequence of ints, got {widths!r}") from exc
+                raise ValueError(
+                    f"widths must be an int or a sequence of ints, got {widths!r}"
+                ) from exc
             if not widths:
                 raise ValueError("widths is empty: the net needs at least one hidden layer")
         self.widths = tuple(widths)
@@ -427,8 +486,14 @@ class DeepReLU(nn.Module):
         factorize = dict(factorize or {})
         sizes = [self.d, *self.widths, self.out_dim]
         for idx in factorize:
-            if isinstance(idx, bool) or not isinstance(idx, (int, np.integer)) or not 0 <= idx <= self.depth:
-                raise ValueError(f"factorize keys must be layer indices in 0..{self.depth}, got {idx!r}")
+            if (
+                isinstance(idx, bool)
+                or not isinstance(idx, (int, np.integer))
+                or not 0 <= idx <= self.depth
+            ):
+                raise ValueError(
+                    f"factorize keys must be layer indices in 0..{self.depth}, got {idx!r}"
+                )
         gen = _generator(seed, "DeepReLU")
         layers = []
         for l in range(self.depth + 1):
@@ -440,11 +505,21 @@ class DeepReLU(nn.Module):
                 else:
                     kind, k = spec, None
                 layer = SketchedLinear(
-                    sizes[l], sizes[l + 1], k, sketch=kind, seed=derive_seed(seed, "DeepReLU", l),
-                    parameterization="ntk", w_std=w, b_std=self.b_std, dtype=dtype, device=device,
+                    sizes[l],
+                    sizes[l + 1],
+                    k,
+                    sketch=kind,
+                    seed=derive_seed(seed, "DeepReLU", l),
+                    parameterization="ntk",
+                    w_std=w,
+                    b_std=self.b_std,
+                    dtype=dtype,
+                    device=device,
                 )
             else:
-                layer = NTKLinear(sizes[l], sizes[l + 1], w, self.b_std, generator=gen, dtype=dtype, device=device)
+                layer = NTKLinear(
+                    sizes[l], sizes[l + 1], w, self.b_std, generator=gen, dtype=dtype, device=device
+                )
             layers.append(layer)
         self.layers = nn.ModuleList(layers)
 

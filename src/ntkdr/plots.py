@@ -1,4 +1,5 @@
 """PNG plots of an ``ntkdr run`` report (matplotlib, Agg backend, imported lazily)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -37,7 +38,9 @@ def plot_loss(report: dict[str, Any], path: str) -> None:
     """Measured training loss (solid) and the predicted trajectory (dashed), one panel per kind."""
     plt = _plt()
     kinds = _kinds(report)
-    fig, axes = plt.subplots(1, max(len(kinds), 1), figsize=(4.2 * max(len(kinds), 1), 3.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(len(kinds), 1), figsize=(4.2 * max(len(kinds), 1), 3.6), sharey=True, squeeze=False
+    )
     dense = report["dense"].get("net")
     for ax, kind in zip(axes[0], kinds or ["dense"]):
         if dense:
@@ -70,8 +73,14 @@ def plot_guarantees(report: dict[str, Any], path: str) -> None:
             # Non-PD kernels give infinite / undefined ratios: leave those points out.
             es = [e for e in _entries(report, kind) if np.isfinite(_nan(e[key]["mean"]))]
             plotted = plotted or bool(es)
-            ax.errorbar([e["k"] for e in es], [_nan(e[key]["mean"]) for e in es],
-                        yerr=[np.nan_to_num(_nan(e[key]["std"])) for e in es], marker="o", capsize=3, label=kind)
+            ax.errorbar(
+                [e["k"] for e in es],
+                [_nan(e[key]["mean"]) for e in es],
+                yerr=[np.nan_to_num(_nan(e[key]["std"])) for e in es],
+                marker="o",
+                capsize=3,
+                label=kind,
+            )
         ax.axhspan(1 - tol, 1 + tol, color="green", alpha=0.12, label=f"1 ± {tol}")
         ax.axhline(1, color="black", lw=0.8)
         if plotted:  # log scale needs at least one finite point
@@ -88,17 +97,37 @@ def plot_error(report: dict[str, Any], path: str) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     dense = report["dense"]
-    ax.axhline(_nan(dense.get("regression_test_error")), color="black", ls="--", lw=1, label="dense NTK regression")
+    ax.axhline(
+        _nan(dense.get("regression_test_error")),
+        color="black",
+        ls="--",
+        lw=1,
+        label="dense NTK regression",
+    )
     if dense.get("net"):
-        ax.axhline(_nan(dense["net"]["test_error"]), color="black", lw=1.5, label="dense trained net")
+        ax.axhline(
+            _nan(dense["net"]["test_error"]), color="black", lw=1.5, label="dense trained net"
+        )
     for kind in _kinds(report):
         es = _entries(report, kind)
         ks = [e["k"] for e in es]
-        line = ax.errorbar(ks, [_nan(e["regression_test_error"]["mean"]) for e in es],
-                           yerr=[_nan(e["regression_test_error"]["std"]) for e in es], ls="--", marker="o", capsize=3,
-                           label=f"{kind} NTK regression")
+        line = ax.errorbar(
+            ks,
+            [_nan(e["regression_test_error"]["mean"]) for e in es],
+            yerr=[_nan(e["regression_test_error"]["std"]) for e in es],
+            ls="--",
+            marker="o",
+            capsize=3,
+            label=f"{kind} NTK regression",
+        )
         if all(e.get("net") for e in es):
-            ax.plot(ks, [e["net"]["test_error"] for e in es], marker="s", color=line[0].get_color(), label=f"{kind} trained net")
+            ax.plot(
+                ks,
+                [e["net"]["test_error"] for e in es],
+                marker="s",
+                color=line[0].get_color(),
+                label=f"{kind} trained net",
+            )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("sketch dimension k")
     ax.set_ylabel("test error")
@@ -135,11 +164,15 @@ def plot_spectrum(report: dict[str, Any], path: str) -> None:
     """Eigenvalues (descending, log scale) of H1 for dense and, per kind, the smallest and largest k."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    ax.semilogy(np.clip(report["dense"]["spectrum"], 1e-300, None), color="black", lw=2, label="dense")
+    ax.semilogy(
+        np.clip(report["dense"]["spectrum"], 1e-300, None), color="black", lw=2, label="dense"
+    )
     for kind in _kinds(report):
         es = _entries(report, kind)
         for e, ls in ((es[0], ":"), (es[-1], "-")) if len(es) > 1 else ((es[0], "-"),):
-            ax.semilogy(np.clip(e["spectrum"], 1e-300, None), ls=ls, lw=1, label=f"{kind} k={e['k']}")
+            ax.semilogy(
+                np.clip(e["spectrum"], 1e-300, None), ls=ls, lw=1, label=f"{kind} k={e['k']}"
+            )
     ax.set_xlabel("index i")
     ax.set_ylabel("eigenvalue λ_i of H1")
     ax.set_title("NTK Gram spectrum, dense vs sketched")

@@ -7,6 +7,7 @@ the *first* class -> +1, multiclass indices, one-hot targets) are those of :mod:
 whose module docstring states them in full.  The private helpers here (array / label checks,
 class-pair masks, split sizes and indices) are shared with :func:`ntkdr.data.make_dataset`.
 """
+
 from __future__ import annotations
 
 from numbers import Integral
@@ -109,7 +110,9 @@ def _binary_mask(y: np.ndarray, classes: Any) -> tuple[np.ndarray, np.ndarray, t
     for side in (pos, neg):
         for c in side:
             if not np.any(y == c):
-                raise ValueError(f"class {c} has no samples in y (labels present: {[_label_key(v) for v in present]})")
+                raise ValueError(
+                    f"class {c} has no samples in y (labels present: {[_label_key(v) for v in present]})"
+                )
     in_pos = np.isin(y, pos)
     in_neg = np.isin(y, neg)
     mask = in_pos | in_neg
@@ -143,11 +146,15 @@ def center(X: Any, mean: Any = None, *, dtype: Any = None) -> np.ndarray:
     else:
         mu = np.asarray(mean, dtype=A.dtype).reshape(-1)
         if mu.shape[0] != A.shape[1]:
-            raise ValueError(f"mean must have {A.shape[1]} entries (one per column of X), got {mu.shape[0]}")
+            raise ValueError(
+                f"mean must have {A.shape[1]} entries (one per column of X), got {mu.shape[0]}"
+            )
     return A - mu
 
 
-def standardize(X: Any, mean: Any = None, std: Any = None, *, dtype: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def standardize(
+    X: Any, mean: Any = None, std: Any = None, *, dtype: Any = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Zero-mean, unit-variance columns: returns ``(X_std, mean, std)``.
 
     Pass the training ``mean`` / ``std`` to transform test data the same way; constant columns
@@ -231,7 +238,9 @@ def _resolve_sizes(
     return n_train, n_test
 
 
-def _split_indices(y, n, n_train, n_test, test_fraction, seed, stratify, default=None, what="the data"):
+def _split_indices(
+    y, n, n_train, n_test, test_fraction, seed, stratify, default=None, what="the data"
+):
     from sklearn.model_selection import train_test_split as sk_split
 
     seed = check_int(seed, "seed", min_value=0)
@@ -250,7 +259,9 @@ def _split_indices(y, n, n_train, n_test, test_fraction, seed, stratify, default
     idx = np.arange(n)
     if strat is not None:
         try:
-            tr, te = sk_split(idx, train_size=n_train, test_size=n_test, random_state=seed, stratify=strat)
+            tr, te = sk_split(
+                idx, train_size=n_train, test_size=n_test, random_state=seed, stratify=strat
+            )
             return tr, te
         except ValueError:
             pass  # a stratum too small for the requested sizes: unstratified below
@@ -273,7 +284,9 @@ def binary_task(X: Any, y: Any, classes: Any = None) -> tuple[np.ndarray, np.nda
     return A[mask], y_pm
 
 
-def one_hot(y: Any, classes: Any = None, *, centered: bool = False, dtype: Any = None) -> np.ndarray:
+def one_hot(
+    y: Any, classes: Any = None, *, centered: bool = False, dtype: Any = None
+) -> np.ndarray:
     """One-hot regression targets ``(n, C)`` for multiclass NTK regression.
 
     Convention: entries in {0, 1} (row ``i`` has 1 in the column of its class; columns in the
@@ -293,7 +306,9 @@ def one_hot(y: Any, classes: Any = None, *, centered: bool = False, dtype: Any =
     try:
         cols = np.fromiter((pos[_label_key(v)] for v in yy), dtype=np.int64, count=yy.shape[0])
     except KeyError as exc:
-        raise ValueError(f"y has label {exc.args[0]!r} not in classes {[_label_key(c) for c in cls]}") from None
+        raise ValueError(
+            f"y has label {exc.args[0]!r} not in classes {[_label_key(c) for c in cls]}"
+        ) from None
     out = np.zeros((yy.shape[0], cls.size), dtype=_np_dtype(dtype))
     out[np.arange(yy.shape[0]), cols] = 1.0
     if centered:

@@ -50,13 +50,15 @@ Test predictions are ``f_t(x*) = f_0(x*) + H(x*, X) c_t`` with the dual coeffici
 zero) eigenvalues cause neither cancellation nor division by zero.  Hence a singular
 ``H`` (duplicate inputs) is fine here, unlike for the ridge-less solve.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Real
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -170,7 +172,9 @@ def _gd_filter(lam: torch.Tensor, lr: float, ts: torch.Tensor, variant: str) -> 
     x = (lr * lam).expand_as(t * lam)
     small = x.abs() < 0.5
     xs = torch.where(small & (x != 0), x, torch.ones_like(x))
-    g_small = torch.where(x == 0, lr * t * torch.ones_like(x), -torch.expm1(t * torch.log1p(-xs)) / xs * lr)
+    g_small = torch.where(
+        x == 0, lr * t * torch.ones_like(x), -torch.expm1(t * torch.log1p(-xs)) / xs * lr
+    )
     lam_b = lam.expand_as(x)
     lam_l = torch.where(small, torch.ones_like(lam_b), lam_b)
     g_large = (1.0 - torch.pow(1.0 - torch.where(small, torch.zeros_like(x), x), t)) / lam_l
@@ -284,7 +288,9 @@ def _gd_setup(Ht, y, lr, t, u0, variant):
         u = as_labels(u0, n, "u0").to(device=Ht.device, dtype=torch.float64)
         u = u[:, None] if u.ndim == 1 else u
         if u.shape != y2.shape:
-            raise ValueError(f"u0 must have the shape of y, got {tuple(u.shape)} and {tuple(y2.shape)}")
+            raise ValueError(
+                f"u0 must have the shape of y, got {tuple(u.shape)} and {tuple(y2.shape)}"
+            )
         r0 = y2 - u
     lam, V = torch.linalg.eigh(Ht.to(torch.float64))
     if variant == "discrete" and lr * float(lam[-1]) > 2:
@@ -418,10 +424,14 @@ def _check_same_on_ranks(t: torch.Tensor, name: str) -> None:
     """
     t64 = t.detach().to(torch.float64).reshape(t.shape[0], -1)
     w = torch.arange(1, t64.shape[0] + 1, dtype=torch.float64, device=t64.device)
-    f = torch.stack([
-        torch.tensor(float(t64.numel()), dtype=torch.float64, device=t64.device),
-        t64.sum(), (t64 * t64).sum(), (t64.sum(dim=1) * w).sum(),
-    ])
+    f = torch.stack(
+        [
+            torch.tensor(float(t64.numel()), dtype=torch.float64, device=t64.device),
+            t64.sum(),
+            (t64 * t64).sum(),
+            (t64.sum(dim=1) * w).sum(),
+        ]
+    )
     both = _all_reduce_max(torch.cat([f, -f]))
     if not torch.equal(both[:4], -both[4:]):
         raise ValueError(
@@ -517,7 +527,11 @@ def conjugate_gradient(
     elif callable(preconditioner):
         Minv = lambda r: torch.as_tensor(preconditioner(r)).to(r).reshape(r.shape)  # noqa: E731
     else:
-        dv = torch.as_tensor(np.asarray(preconditioner) if not isinstance(preconditioner, torch.Tensor) else preconditioner)
+        dv = torch.as_tensor(
+            np.asarray(preconditioner)
+            if not isinstance(preconditioner, torch.Tensor)
+            else preconditioner
+        )
         dv = dv.to(B).reshape(-1)
         if dv.shape[0] != n or not bool((dv > 0).all()):
             raise ValueError(f"preconditioner must be a positive vector of length n = {n}")
@@ -530,7 +544,12 @@ def conjugate_gradient(
         X = torch.zeros_like(B)
         R = B.clone()
     else:
-        X = torch.as_tensor(np.asarray(x0) if not isinstance(x0, torch.Tensor) else x0).to(B).reshape(B.shape).clone()
+        X = (
+            torch.as_tensor(np.asarray(x0) if not isinstance(x0, torch.Tensor) else x0)
+            .to(B)
+            .reshape(B.shape)
+            .clone()
+        )
         if use_dist:
             _check_same_on_ranks(X, "x0")
         R = B - A(X)
@@ -544,7 +563,12 @@ def conjugate_gradient(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=max_iter, desc=f"CG ({world} rank{'s' if world > 1 else ''})", unit="it", leave=False)
+        bar = tqdm(
+            total=max_iter,
+            desc=f"CG ({world} rank{'s' if world > 1 else ''})",
+            unit="it",
+            leave=False,
+        )
     it = 0
     try:
         while it < max_iter and not bool(done.all()):
@@ -557,7 +581,9 @@ def conjugate_gradient(
                     f"the operator is not positive definite (p^T A p <= 0 at CG iteration {it}); "
                     "increase the ridge"
                 )
-            alpha = torch.where(active, rz / torch.where(active, pAp, torch.ones_like(pAp)), torch.zeros_like(rz))
+            alpha = torch.where(
+                active, rz / torch.where(active, pAp, torch.ones_like(pAp)), torch.zeros_like(rz)
+            )
             X += alpha * P
             R -= alpha * AP
             res = rel_norm(R)
@@ -570,7 +596,9 @@ def conjugate_gradient(
                 bar.set_postfix(iteration=it, residual=f"{history[-1]:.2e}")
             Z = Minv(R)
             rz_new = (R * Z).sum(dim=0)
-            beta = torch.where(done, torch.zeros_like(rz), rz_new / torch.where(rz != 0, rz, torch.ones_like(rz)))
+            beta = torch.where(
+                done, torch.zeros_like(rz), rz_new / torch.where(rz != 0, rz, torch.ones_like(rz))
+            )
             P = Z + beta * P
             rz = rz_new
     finally:
@@ -588,7 +616,11 @@ def conjugate_gradient(
     if squeeze:
         X = X[:, 0]
     return CGResult(
-        x=to_output(X, was_numpy), n_iter=it, residual=true_res, converged=converged, history=history,
+        x=to_output(X, was_numpy),
+        n_iter=it,
+        residual=true_res,
+        converged=converged,
+        history=history,
         world_size=world,
     )
 
@@ -615,7 +647,9 @@ class _KernelOperator:
             # K v exactly: every entry is one rank's value plus zeros
             Kv = torch.zeros_like(v)
             if self.rows.stop > self.rows.start:
-                Kv[self.rows] = torch.as_tensor(self.kernel.matvec(self.X[self.rows], vk, Z=self.X)).to(v)
+                Kv[self.rows] = torch.as_tensor(
+                    self.kernel.matvec(self.X[self.rows], vk, Z=self.X)
+                ).to(v)
             D.all_reduce_sum(Kv)
         if self.ridge:
             Kv += self.ridge * v
@@ -675,8 +709,15 @@ def _kernel_cg(
     diag = torch.as_tensor(kernel.diag(Xt)).to(Y) + ridge  # O(n): closed form at theta = 0
     pre = diag if bool((diag > 0).all()) else None  # zero rows with ridge 0: no Jacobi scaling
     return conjugate_gradient(
-        op, Y, x0=x0, tol=tol, max_iter=max_iter, preconditioner=pre, callback=callback,
-        progress=progress, distributed=use_dist,
+        op,
+        Y,
+        x0=x0,
+        tol=tol,
+        max_iter=max_iter,
+        preconditioner=pre,
+        callback=callback,
+        progress=progress,
+        distributed=use_dist,
     )
 
 
@@ -729,8 +770,16 @@ def kernel_cg_fit(
     if x0 is not None:
         x0 = as_labels(x0, n, "x0").to(device=Xt.device, dtype=torch.float64).reshape(Y.shape)
     res = _kernel_cg(
-        kernel, Xt, Y, ridge, tol=tol, max_iter=max_iter, distributed=distributed, x0=x0,
-        callback=callback, progress=progress,
+        kernel,
+        Xt,
+        Y,
+        ridge,
+        tol=tol,
+        max_iter=max_iter,
+        distributed=distributed,
+        x0=x0,
+        callback=callback,
+        progress=progress,
     )
     x = res.x[:, 0] if squeeze else res.x
     res.x = to_output(x.to(Xt.dtype), was_numpy)
@@ -746,8 +795,17 @@ def _parse_memory(value: Any, name: str = "max_memory") -> int | None:
         return None
     if isinstance(value, str):
         s = value.strip().upper().replace(" ", "")
-        units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
-                 "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "B": 1}
+        units = {
+            "KIB": 2**10,
+            "MIB": 2**20,
+            "GIB": 2**30,
+            "TIB": 2**40,
+            "KB": 10**3,
+            "MB": 10**6,
+            "GB": 10**9,
+            "TB": 10**12,
+            "B": 1,
+        }
         for u, mult in units.items():
             if s.endswith(u):
                 try:
@@ -757,9 +815,18 @@ def _parse_memory(value: Any, name: str = "max_memory") -> int | None:
                 if num > 0 and math.isfinite(num):
                     return int(num * mult)
                 break
-        raise ValueError(f"{name} must be a positive number of bytes or a size like '2GB', got {value!r}")
-    if isinstance(value, bool) or not isinstance(value, Real) or not (float(value) > 0) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a positive number of bytes or a size like '2GB', got {value!r}")
+        raise ValueError(
+            f"{name} must be a positive number of bytes or a size like '2GB', got {value!r}"
+        )
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Real)
+        or not (float(value) > 0)
+        or not math.isfinite(float(value))
+    ):
+        raise ValueError(
+            f"{name} must be a positive number of bytes or a size like '2GB', got {value!r}"
+        )
     return int(value)
 
 
@@ -812,17 +879,25 @@ class _NTKBase(BaseEstimator):
             p["sketch"] = None
         else:
             if not isinstance(sk, str):
-                raise ValueError(f"sketch must be None or one of {', '.join(map(repr, _SKETCH_KINDS))}, got {sk!r}")
+                raise ValueError(
+                    f"sketch must be None or one of {', '.join(map(repr, _SKETCH_KINDS))}, got {sk!r}"
+                )
             p["sketch"] = check_choice(sk, "sketch", _SKETCH_KINDS)
         if p["sketch"] is None:
-            p["k"] = None  # k is ignored by the dense model (so a grid over `sketch` may keep k fixed)
+            p["k"] = (
+                None  # k is ignored by the dense model (so a grid over `sketch` may keep k fixed)
+            )
         elif p["sketch"] == "identity":
             p["k"] = n_features if self.k is None else check_k(self.k, n_features)
             if p["k"] != n_features:
-                raise ValueError(f"k must equal d = {n_features} for sketch='identity', got {self.k}")
+                raise ValueError(
+                    f"k must equal d = {n_features} for sketch='identity', got {self.k}"
+                )
         else:
             if self.k is None:
-                raise ValueError(f"k is required with sketch={p['sketch']!r} (target dimension, 1 <= k <= d)")
+                raise ValueError(
+                    f"k is required with sketch={p['sketch']!r} (target dimension, 1 <= k <= d)"
+                )
             p["k"] = check_k(self.k, n_features)
         p["depth"] = None if self.depth is None else check_int(self.depth, "depth", min_value=1)
         p["layers"] = check_choice(self.layers, "layers", ("first", "both"))
@@ -837,8 +912,10 @@ class _NTKBase(BaseEstimator):
         p["normalize"] = bool(self.normalize)
         p["solver"] = check_choice(self.solver, "solver", _SOLVERS)
         if p["t"] is not None and p["solver"] == "cg":
-            raise ValueError("t (the GD-time predictor) needs an eigendecomposition of the n x n kernel; "
-                             "use solver='auto' or 'cholesky', or t=None for the ridge solution by CG")
+            raise ValueError(
+                "t (the GD-time predictor) needs an eigendecomposition of the n x n kernel; "
+                "use solver='auto' or 'cholesky', or t=None for the ridge solution by CG"
+            )
         p["dtype"] = resolve_dtype(self.dtype)
         if p["dtype"] is None:
             raise ValueError("dtype must be 'float32' or 'float64', got None")
@@ -847,7 +924,11 @@ class _NTKBase(BaseEstimator):
             if self.cg_tol is None
             else check_real(self.cg_tol, "cg_tol", positive=True)
         )
-        p["cg_max_iter"] = None if self.cg_max_iter is None else check_int(self.cg_max_iter, "cg_max_iter", min_value=1)
+        p["cg_max_iter"] = (
+            None
+            if self.cg_max_iter is None
+            else check_int(self.cg_max_iter, "cg_max_iter", min_value=1)
+        )
         p["max_memory"] = _parse_memory(self.max_memory)
         kp = {} if self.kernel_params is None else self.kernel_params
         if not isinstance(kp, dict):
@@ -855,9 +936,17 @@ class _NTKBase(BaseEstimator):
         allowed = ("kappa",) if p["depth"] is None else ("w_std", "b_std", "w_out")
         bad = sorted(set(kp) - set(allowed))
         if bad:
-            kind = "the two-layer NTK (depth=None)" if p["depth"] is None else "the deep FC NTK (depth >= 1)"
-            raise ValueError(f"unknown kernel_params {bad} for {kind}; expected keys among {list(allowed)}")
-        p["kernel_params"] = {key: check_real(v, f"kernel_params[{key!r}]") for key, v in kp.items()}
+            kind = (
+                "the two-layer NTK (depth=None)"
+                if p["depth"] is None
+                else "the deep FC NTK (depth >= 1)"
+            )
+            raise ValueError(
+                f"unknown kernel_params {bad} for {kind}; expected keys among {list(allowed)}"
+            )
+        p["kernel_params"] = {
+            key: check_real(v, f"kernel_params[{key!r}]") for key, v in kp.items()
+        }
         p["seed"] = check_int(self.seed, "seed", min_value=0)
         p["device"] = resolve_device(self.device) or torch.device("cpu")
         if self.distributed is not None and not isinstance(self.distributed, (bool, np.bool_)):
@@ -883,7 +972,9 @@ class _NTKBase(BaseEstimator):
         return X / torch.where(norms > 0, norms, torch.ones_like(norms))
 
     def _features(self, X: np.ndarray, p: dict, *, fit: bool) -> torch.Tensor:
-        Xt = torch.tensor(np.asarray(X), dtype=p["dtype"], device=p["device"])  # a copy: read-only input is fine
+        Xt = torch.tensor(
+            np.asarray(X), dtype=p["dtype"], device=p["device"]
+        )  # a copy: read-only input is fine
         if p["normalize"]:
             Xt = self._normalize_rows(Xt, "X")
         if p["sketch"] is not None:
@@ -915,7 +1006,9 @@ class _NTKBase(BaseEstimator):
         n = Xf.shape[0]
         Yt = torch.as_tensor(np.asarray(Y, dtype=np.float64)).to(p["device"])
         itemsize = torch.finfo(p["dtype"]).bits // 8
-        dense_bytes = n * n * (itemsize + 16)  # kernel + float64 copy + Cholesky factor / eigenvectors
+        dense_bytes = (
+            n * n * (itemsize + 16)
+        )  # kernel + float64 copy + Cholesky factor / eigenvectors
         budget = p["max_memory"]
         fits = budget is None or dense_bytes <= budget
         solver = p["solver"]
@@ -948,7 +1041,12 @@ class _NTKBase(BaseEstimator):
         else:
             max_iter = p["cg_max_iter"] or max(n, 100)
             res = _kernel_cg(
-                kern, Xf, Yt.to(torch.float64), p["ridge"], tol=p["cg_tol"], max_iter=max_iter,
+                kern,
+                Xf,
+                Yt.to(torch.float64),
+                p["ridge"],
+                tol=p["cg_tol"],
+                max_iter=max_iter,
                 distributed=p["distributed"],
             )
             coef = res.x
@@ -1053,7 +1151,9 @@ class NTKRegressor(RegressorMixin, _NTKBase):
 
     def fit(self, X, y):
         """Fit on ``X`` (n, d) and targets ``y`` (n,) or (n, c)."""
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True, y_numeric=True)
+        X, y = validate_data(
+            self, X, y, dtype=[np.float64, np.float32], multi_output=True, y_numeric=True
+        )
         y = np.asarray(y, dtype=np.float64)
         self._fit_targets(X, y.reshape(len(y), -1))
         if y.ndim == 1:

@@ -4,15 +4,17 @@ Everything is written atomically (temporary file in the target directory, then
 ``os.replace``) so an interrupted run never leaves a torn report.  matplotlib is
 imported lazily with the Agg backend (no display needed).
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 PLOTS = ("loss", "guarantees", "error", "cost", "spectrum")
 
@@ -99,24 +101,52 @@ def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     """One row per configuration: the headline numbers of the report."""
     dense = report["dense"]
     dnet = dense.get("net", {})
-    rows = [[
-        "dense", "-", "1 (" + _fmt(dense["lambda_min"], ".3g") + ")", "1 (" + _fmt(dense["bound_true"], ".3g") + ")",
-        _fmt(dense["bound_random"], ".3f"), _fmt(dense.get("regression_test_error"), ".3f"),
-        _fmt(dnet.get("test_error"), ".3f"), "1", "1",
-    ]]
+    rows = [
+        [
+            "dense",
+            "-",
+            "1 (" + _fmt(dense["lambda_min"], ".3g") + ")",
+            "1 (" + _fmt(dense["bound_true"], ".3g") + ")",
+            _fmt(dense["bound_random"], ".3f"),
+            _fmt(dense.get("regression_test_error"), ".3f"),
+            _fmt(dnet.get("test_error"), ".3f"),
+            "1",
+            "1",
+        ]
+    ]
     for e in report["sketched"]:
         net = e.get("net", {})
         step = _ratio(dnet.get("seconds_per_step"), net.get("seconds_per_step"))
-        infer = _ratio(dnet.get("seconds_per_inference_example"), net.get("seconds_per_inference_example"))
-        rows.append([
-            e["kind"], str(e["k"]), _pm(e["lambda_min_ratio"]), _pm(e["bound_ratio"]),
-            _fmt(e["bound_random"]["mean"], ".3f"), _pm(e["regression_test_error"]),
-            _fmt(net.get("test_error"), ".3f"), _fmt(step, ".2f"), _fmt(infer, ".2f"),
-        ])
+        infer = _ratio(
+            dnet.get("seconds_per_inference_example"), net.get("seconds_per_inference_example")
+        )
+        rows.append(
+            [
+                e["kind"],
+                str(e["k"]),
+                _pm(e["lambda_min_ratio"]),
+                _pm(e["bound_ratio"]),
+                _fmt(e["bound_random"]["mean"], ".3f"),
+                _pm(e["regression_test_error"]),
+                _fmt(net.get("test_error"), ".3f"),
+                _fmt(step, ".2f"),
+                _fmt(infer, ".2f"),
+            ]
+        )
     return rows
 
 
-SUMMARY_HEADER = ["sketch", "k", "λmin ratio", "bound ratio", "bound (random y)", "NTK-reg err", "net err", "step speed-up", "infer speed-up"]
+SUMMARY_HEADER = [
+    "sketch",
+    "k",
+    "λmin ratio",
+    "bound ratio",
+    "bound (random y)",
+    "NTK-reg err",
+    "net err",
+    "step speed-up",
+    "infer speed-up",
+]
 
 
 def _ratio(a: Any, b: Any) -> float | None:
@@ -146,11 +176,17 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in summary_rows(report)]
     lines += ["", "## Recommended k", ""]
     if rec["k"] is not None:
-        lines.append(f"**k = {rec['k']} ({rec['kind']})**: {rec['rule']}, tol = {rec['tolerance']}.")
+        lines.append(
+            f"**k = {rec['k']} ({rec['kind']})**: {rec['rule']}, tol = {rec['tolerance']}."
+        )
     else:
-        lines.append(f"No k in the grid meets the rule ({rec['rule']}, tol = {rec['tolerance']}); try larger k.")
+        lines.append(
+            f"No k in the grid meets the rule ({rec['rule']}, tol = {rec['tolerance']}); try larger k."
+        )
     lines += ["", "| sketch | smallest k within tolerance |", "|---|---|"]
-    lines += [f"| {kind} | {k if k is not None else 'none'} |" for kind, k in rec["per_kind"].items()]
+    lines += [
+        f"| {kind} | {k if k is not None else 'none'} |" for kind, k in rec["per_kind"].items()
+    ]
     dense = report["dense"]
     if not dense.get("is_pd", True):
         lines += ["", f"**Warning:** {dense.get('pd_message')}"]
@@ -167,13 +203,21 @@ def render_markdown(report: dict[str, Any]) -> str:
     if th.get("width_requirements"):
         wr = th["width_requirements"]
         lines += ["## Theory", "", f"{th['note']}.", ""]
-        lines += [f"- {k}: {_fmt(v, '.3g') if isinstance(v, (int, float)) else v}" for k, v in wr.items()]
-        lines.append(f"- JL minimum dimension for n = {ds['n_train']}, eps = 0.5: {th['jl_min_dim_eps_0.5']}")
+        lines += [
+            f"- {k}: {_fmt(v, '.3g') if isinstance(v, (int, float)) else v}" for k, v in wr.items()
+        ]
+        lines.append(
+            f"- JL minimum dimension for n = {ds['n_train']}, eps = 0.5: {th['jl_min_dim_eps_0.5']}"
+        )
     if report.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     env = report["environment"]
-    lines += ["", f"*ntkdr {env['ntkdr']}, torch {env['torch']}, {env['threads']} threads, {env['device']}; "
-              f"wall time {report['wall_seconds']:.1f} s.*", ""]
+    lines += [
+        "",
+        f"*ntkdr {env['ntkdr']}, torch {env['torch']}, {env['threads']} threads, {env['device']}; "
+        f"wall time {report['wall_seconds']:.1f} s.*",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -75,6 +75,7 @@ construction used by :meth:`Sketch.matrix` and by the tests as the reference):
   ``ValueError`` says so.  The check costs one sum over the (n, k) output.
 * Gradients flow through ``__call__`` when X requires them.
 """
+
 from __future__ import annotations
 
 import math
@@ -175,7 +176,9 @@ class Sketch(ABC):
         if not isinstance(renormalize, (bool, np.bool_)):
             raise ValueError(f"renormalize must be True or False, got {renormalize!r}")
         self.renormalize = bool(renormalize)
-        self.batch_size = None if batch_size is None else check_int(batch_size, "batch_size", min_value=1)
+        self.batch_size = (
+            None if batch_size is None else check_int(batch_size, "batch_size", min_value=1)
+        )
         self._cache: dict[tuple[torch.dtype, str], Any] = {}
 
     # ----------------------------------------------------------------- hooks
@@ -317,7 +320,7 @@ class Sketch(ABC):
         dev = resolve_device(device) or torch.device("cpu")
         return self._matrix().to(device=dev, dtype=dt, copy=True)
 
-    def fit(self, X: Any) -> "Sketch":
+    def fit(self, X: Any) -> Sketch:
         """Data-independent kinds: validate X and return ``self`` (pca overrides)."""
         self._validate_X(X)
         return self
@@ -400,7 +403,9 @@ class SparseSketch(Sketch):
             chunk = max(1, (1 << 20) // k)
             rows = torch.cat(
                 [
-                    torch.rand(min(chunk, d - c), k, generator=g, dtype=torch.float64).topk(s, dim=1).indices
+                    torch.rand(min(chunk, d - c), k, generator=g, dtype=torch.float64)
+                    .topk(s, dim=1)
+                    .indices
                     for c in range(0, d, chunk)
                 ]
             )
@@ -490,7 +495,9 @@ def _srht_plan(d_pad: int, rows: torch.Tensor) -> tuple[list[int], int]:
         c = 1 << lc
         factors = _split_factors(c)
         gmax = int(torch.bincount(rows // (d_pad // c), minlength=c).max())
-        cost = sum(max(f, _SRHT_MIN_FACTOR_COST) for f in factors) + _SRHT_GROUP_QUANTUM * -(-gmax // _SRHT_GROUP_QUANTUM)
+        cost = sum(max(f, _SRHT_MIN_FACTOR_COST) for f in factors) + _SRHT_GROUP_QUANTUM * -(
+            -gmax // _SRHT_GROUP_QUANTUM
+        )
         if best is None or cost < best[0]:
             best = (cost, factors, d_pad // c)
     return best[1], best[2]
@@ -537,7 +544,9 @@ class SRHTSketch(Sketch):
 
     def _draw(self) -> None:
         g = _generator(self.seed)
-        self._signs = torch.randint(0, 2, (self.d_pad,), generator=g).to(torch.float64).mul_(2).sub_(1)
+        self._signs = (
+            torch.randint(0, 2, (self.d_pad,), generator=g).to(torch.float64).mul_(2).sub_(1)
+        )
         self._rows = torch.randperm(self.d_pad, generator=g)[: self.k]
 
     @property
@@ -590,7 +599,9 @@ class SRHTSketch(Sketch):
 
     def _apply(self, X):
         if X.requires_grad and torch.is_grad_enabled():
-            x = torch.nn.functional.pad(X * (self.signs[: self.d] / math.sqrt(self.k)).to(X), (0, self.d_pad - self.d))
+            x = torch.nn.functional.pad(
+                X * (self.signs[: self.d] / math.sqrt(self.k)).to(X), (0, self.d_pad - self.d)
+            )
             return _fwht(x)[:, self.rows.to(X.device)]
         p = self._params(X.dtype, X.device)
         n, d, width, a = X.shape[0], self.d, self.d_pad, p["a"]
@@ -639,7 +650,9 @@ class SRHTSketch(Sketch):
             torch.bmm(T, Q, out=R)
             if idx is None or idx.shape[0] != m:
                 # out[i, t] = R[hi_t, i, slot_t]: one gather straight from the bmm layout
-                idx = (take // gmax * (m * gmax) + take % gmax) + (gmax * torch.arange(m, device=X.device)).unsqueeze(1)
+                idx = (take // gmax * (m * gmax) + take % gmax) + (
+                    gmax * torch.arange(m, device=X.device)
+                ).unsqueeze(1)
             torch.take(R, idx, out=out[start : start + m])
         return out
 
@@ -689,7 +702,7 @@ class PCASketch(Sketch):
         if self.components_ is None:
             raise ValueError("pca sketch must be fit(X) before use")
 
-    def fit(self, X: Any) -> "PCASketch":
+    def fit(self, X: Any) -> PCASketch:
         """Fit the top-k right singular vectors of ``X`` (n, d); returns ``self``."""
         t, _ = self._validate_X(X)
         t = t.detach().to(torch.float64)
@@ -741,7 +754,9 @@ class PCASketch(Sketch):
         return Vh, sv
 
     def _apply(self, X):
-        V = self._cached(X.dtype, X.device, lambda dt, dev: self.components_.to(device=dev, dtype=dt))
+        V = self._cached(
+            X.dtype, X.device, lambda dt, dev: self.components_.to(device=dev, dtype=dt)
+        )
         return X @ V.T
 
     def _matrix(self):
@@ -762,7 +777,9 @@ class IdentitySketch(Sketch):
     def __init__(self, d, k, seed=0, *, renormalize=False, batch_size=None):
         super().__init__(d, k, seed, renormalize=renormalize, batch_size=batch_size)
         if self.k != self.d:
-            raise ValueError(f"identity sketch needs k == d (no reduction), got k = {self.k}, d = {self.d}")
+            raise ValueError(
+                f"identity sketch needs k == d (no reduction), got k = {self.k}, d = {self.d}"
+            )
 
     def _apply(self, X):
         return X.clone()

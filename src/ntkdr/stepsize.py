@@ -6,6 +6,7 @@ them in ``History.lr_rule``.  :func:`_empirical_kernel` is the training-set NTK 
 ``lr=None`` and the NTK-drift tracking of ``fit`` use (per-output block for multi-output
 TwoLayerReLU).
 """
+
 from __future__ import annotations
 
 from numbers import Real
@@ -80,13 +81,17 @@ def _resolve_lr(lr, optimizer, model, X, F, n):
 
         lmax = lambda_max(K0)
         if not lmax > 0:
-            raise ValueError(f"lr=None: lambda_max of the empirical NTK at init is {lmax:.3e} <= 0; give lr explicitly")
+            raise ValueError(
+                f"lr=None: lambda_max of the empirical NTK at init is {lmax:.3e} <= 0; give lr explicitly"
+            )
         return 1.0 / lmax, "ntk", K0
     if isinstance(lr, str):
         if lr != "theory":
             raise ValueError(f"lr must be a positive number, None or 'theory', got {lr!r}")
         if not _is_two_layer(model):
-            raise ValueError(f"lr='theory' (lambda_0/n^2) is defined for TwoLayerReLU only, got {type(model).__name__}")
+            raise ValueError(
+                f"lr='theory' (lambda_0/n^2) is defined for TwoLayerReLU only, got {type(model).__name__}"
+            )
         from .kernels import two_layer_ntk
         from .theory import lambda_min
 
@@ -112,10 +117,16 @@ def _resume_lr(ck: dict, lr: Any, optimizer: str):
     if lr is None:
         want = "adam" if optimizer == "adam" else "ntk"
         if key != want:
-            raise ValueError(f"checkpoint was written with lr rule {saved_rule!r}, but lr=None asks for {LR_RULES[want]!r}")
+            raise ValueError(
+                f"checkpoint was written with lr rule {saved_rule!r}, but lr=None asks for {LR_RULES[want]!r}"
+            )
     elif isinstance(lr, str):
         if key != "theory":
-            raise ValueError(f"checkpoint was written with lr rule {saved_rule!r}, but lr='theory' was given")
+            raise ValueError(
+                f"checkpoint was written with lr rule {saved_rule!r}, but lr='theory' was given"
+            )
     elif float(lr) != saved_lr:
-        raise ValueError(f"checkpoint was written with lr = {saved_lr!r}, but lr = {float(lr)!r} was given")
+        raise ValueError(
+            f"checkpoint was written with lr = {saved_lr!r}, but lr = {float(lr)!r} was given"
+        )
     return saved_lr, key, None

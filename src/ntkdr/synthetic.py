@@ -5,6 +5,7 @@ All generators are seeded (same seed -> identical arrays) and return float64 num
 (:func:`teacher_labels` takes a ``dtype``).  :func:`ntkdr.data.load_dataset` builds the
 ``"sphere"``, ``"gaussian"`` and ``"lowrank"`` data sets from them.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -36,7 +37,9 @@ def teacher_labels(
     out_dtype = _np_dtype(dtype)
     if binary:
         if np.ptp(f) == 0:
-            raise ValueError("the teacher network's outputs are constant on X; labels would be a single class")
+            raise ValueError(
+                "the teacher network's outputs are constant on X; labels would be a single class"
+            )
         order = np.argsort(f, kind="stable")
         y = np.empty(A.shape[0])
         y[order[: A.shape[0] // 2]] = -1.0
@@ -75,7 +78,9 @@ def make_gaussian(n: int, d: int | None = None, *, seed: int = 0) -> np.ndarray:
     return rng.standard_normal((n, d)) / np.sqrt(d)
 
 
-def make_lowrank(n: int, d: int = 784, rank: int = 10, noise: float = 0.05, *, seed: int = 0) -> np.ndarray:
+def make_lowrank(
+    n: int, d: int = 784, rank: int = 10, noise: float = 0.05, *, seed: int = 0
+) -> np.ndarray:
     """``n`` points ``z_i^T B + noise * sqrt(rank / d) g_i``: rank-``rank`` signal plus noise.
 
     ``B`` (rank x d) has orthonormal rows; ``z_i ~ N(0, I_rank)``, ``g_i ~ N(0, I_d)``, so

@@ -30,6 +30,7 @@ zero" use the *input* dtype's machine epsilon, because that is the precision ``H
 in.  Scalars are returned as Python ``float``; :func:`eigh` returns the input kind and dtype;
 trajectories are returned as float64 numpy arrays.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,7 +43,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from .validation import as_labels, as_matrix, check_int, check_real, check_choice, to_output
+from .validation import as_labels, as_matrix, check_choice, check_int, check_real, to_output
 
 __all__ = [
     "SingularKernelWarning",
@@ -194,14 +195,20 @@ def _extreme64(H64: torch.Tensor, which: str) -> float:
         idx = 0 if which == "min" else n - 1
         # ?syevr with a one-index subset: no eigenvectors, ~10% cheaper than all eigenvalues.
         val = scipy.linalg.eigh(
-            H64.numpy(), eigvals_only=True, subset_by_index=[idx, idx], driver="evr", check_finite=False
+            H64.numpy(),
+            eigvals_only=True,
+            subset_by_index=[idx, idx],
+            driver="evr",
+            check_finite=False,
         )
         return float(val[0])
     ev = torch.linalg.eigvalsh(H64)
     return float(ev[0] if which == "min" else ev[-1])
 
 
-def _singular_message(lmin: float, lmax: float, tol: float, name: str = "H", e: int = 0) -> str | None:
+def _singular_message(
+    lmin: float, lmax: float, tol: float, name: str = "H", e: int = 0
+) -> str | None:
     """The warning for ``lmin <= tol``; arguments in units of ``2^e`` (printed scaled back)."""
     if lmin > tol:
         return None
@@ -362,7 +369,9 @@ def _check_delta(delta: Any) -> float:
     return delta
 
 
-def generalization_bound(H: Any, y: Any, delta: float = 0.05, *, eigenvalues: Any = None) -> BoundResult:
+def generalization_bound(
+    H: Any, y: Any, delta: float = 0.05, *, eigenvalues: Any = None
+) -> BoundResult:
     """Arora et al. (ICML 2019) Thm 5.1 generalization bound, constants set to 1.
 
     For a 1-Lipschitz loss with values in [0, 1] and labels ``y``, with probability ``1 - delta``
@@ -427,7 +436,9 @@ def generalization_bound(H: Any, y: Any, delta: float = 0.05, *, eigenvalues: An
                 f"the generalization bound sqrt(2 y^T H^-1 y / n) is beyond the float64 range "
                 f"(max |y| = {float(Y.abs().max()):.3g}, lambda_min(H) = {lmin:.3g}); rescale y or H"
             )
-        complexity = _unscale(zn * zn, 2 * (ey + ez))  # may exceed float64 (inf) though value does not
+        complexity = _unscale(
+            zn * zn, 2 * (ey + ez)
+        )  # may exceed float64 (inf) though value does not
         total = value + extra
         message = (
             f"generalization bound sqrt(2 y^T H^-1 y / n) = {value:.4g} "
@@ -491,7 +502,9 @@ def predicted_trajectory(H: Any, y: Any, lr: float, steps: int, u0: Any = None) 
     if u0 is not None:
         u = as_labels(u0, n, "u0").detach().to(device=H64.device, dtype=torch.float64)
         if u.shape != R.shape:
-            raise ValueError(f"u0 must have the same shape as y {tuple(R.shape)}, got {tuple(u.shape)}")
+            raise ValueError(
+                f"u0 must have the same shape as y {tuple(R.shape)}, got {tuple(u.shape)}"
+            )
         R = R - u
     if R.ndim == 1:
         R = R[:, None]
@@ -564,7 +577,11 @@ def width_requirements(
     and why widths are infinite when ``lambda0 <= 0``).  ``lambda0 <= 0`` (e.g. duplicate or
     parallel inputs) is not an error: widths are ``inf``, step sizes 0, rate 1.
     """
-    if isinstance(lambda0, bool) or not isinstance(lambda0, Real) or not math.isfinite(float(lambda0)):
+    if (
+        isinstance(lambda0, bool)
+        or not isinstance(lambda0, Real)
+        or not math.isfinite(float(lambda0))
+    ):
         raise ValueError(f"lambda0 must be a finite number, got {lambda0!r}")
     lambda0 = float(lambda0)
     n = check_int(n, "n", min_value=1)
@@ -700,7 +717,9 @@ def cost(
     if sketch_kind == "sparse":
         s = 1 if s is None else check_int(s, "s", min_value=1, max_value=k)
     elif s is not None:
-        raise ValueError(f"s (non-zeros per column) applies only to sketch_kind 'sparse', not {sketch_kind!r}")
+        raise ValueError(
+            f"s (non-zeros per column) applies only to sketch_kind 'sparse', not {sketch_kind!r}"
+        )
     train_output = bool(train_output)
 
     d_pad = _next_pow2(d)

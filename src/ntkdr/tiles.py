@@ -40,6 +40,7 @@ partial file, every rank maps it ``r+`` and computes tiles ``r, r + W, r + 2W, .
 yet finished, and rank 0 renames the result once every rank reports success (``all_reduce``
 of a status flag, which works on gloo and NCCL).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,11 +52,12 @@ import re
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,12 +97,21 @@ class _Paths:
     lock: Path
 
     def record(self, rank: int, world_size: int) -> Path:
-        name = f"{self.out.name}.partial.json" if world_size == 1 else f"{self.out.name}.partial.rank{rank}.json"
+        name = (
+            f"{self.out.name}.partial.json"
+            if world_size == 1
+            else f"{self.out.name}.partial.rank{rank}.json"
+        )
         return self.out.with_name(name)
 
     def records(self, with_tmp: bool = False) -> list[Path]:
         """Every record file of this output (any rank, any earlier world size)."""
-        pat = re.compile(re.escape(self.out.name) + r"\.partial(\.rank\d+)?\.json" + (r"(\.tmp)?" if with_tmp else "") + "$")
+        pat = re.compile(
+            re.escape(self.out.name)
+            + r"\.partial(\.rank\d+)?\.json"
+            + (r"(\.tmp)?" if with_tmp else "")
+            + "$"
+        )
         try:
             names = os.listdir(self.out.parent)
         except OSError:
@@ -123,14 +134,18 @@ def _paths(out_path: Any) -> _Paths:
     out = out.absolute()
     if out.is_dir():
         raise ValueError(f"out_path {str(out)!r} is a directory")
-    return _Paths(out, out.with_name(out.name + ".partial.npy"), out.with_name(out.name + ".partial.lock"))
+    return _Paths(
+        out, out.with_name(out.name + ".partial.npy"), out.with_name(out.name + ".partial.lock")
+    )
 
 
 def _make_dir(d: Path) -> None:
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ValueError(f"cannot create output directory {str(d)!r}: {exc.strerror or exc}") from None
+        raise ValueError(
+            f"cannot create output directory {str(d)!r}: {exc.strerror or exc}"
+        ) from None
     if not os.access(d, os.W_OK | os.X_OK):
         raise ValueError(f"output directory {str(d)!r} is not writable")
 
@@ -303,7 +318,7 @@ def _step(world_size: int, fn: Callable[[], Any], what: str) -> Any:
     res = None
     try:
         res = fn()
-    except BaseException as exc:  # noqa: BLE001 - re-raised below after the collective
+    except BaseException as exc:
         err = exc
     if world_size > 1:
         import torch.distributed as dist
@@ -354,7 +369,9 @@ def _unlock(fd: int | None) -> None:
         os.close(fd)  # closing the descriptor releases the flock
 
 
-def _resume_problem(paths: _Paths, inputs: dict, tile_rows: int | None, fit_rows: int, shape, np_dtype) -> str | None:
+def _resume_problem(
+    paths: _Paths, inputs: dict, tile_rows: int | None, fit_rows: int, shape, np_dtype
+) -> str | None:
     """Why the existing partial result cannot be resumed (None: it can)."""
     records = paths.records()
     parsed = []
@@ -369,7 +386,10 @@ def _resume_problem(paths: _Paths, inputs: dict, tile_rows: int | None, fit_rows
                 then = rec["inputs"].get(key)
                 if key in ("x_sha256", "z_sha256"):  # short hashes are enough to tell them apart
                     then, now = (None if v is None else str(v)[:12] for v in (then, now))
-                label = {"x_sha256": "the data in X (SHA-256)", "z_sha256": "the data in Z (SHA-256)"}.get(key, key)
+                label = {
+                    "x_sha256": "the data in X (SHA-256)",
+                    "z_sha256": "the data in Z (SHA-256)",
+                }.get(key, key)
                 return f"{label} differs from the interrupted run ({then!r} then, {now!r} now)"
     rows = {rec["tile_rows"] for rec in parsed}
     if len(rows) > 1:
@@ -385,7 +405,12 @@ def _resume_problem(paths: _Paths, inputs: dict, tile_rows: int | None, fit_rows
         mm = np.lib.format.open_memmap(paths.partial, mode="r")
     except (OSError, ValueError) as exc:
         return f"{paths.partial.name} is unreadable ({exc})"
-    ok = mm.shape == tuple(shape) and mm.dtype == np_dtype and not mm.dtype.hasobject and mm.flags.c_contiguous
+    ok = (
+        mm.shape == tuple(shape)
+        and mm.dtype == np_dtype
+        and not mm.dtype.hasobject
+        and mm.flags.c_contiguous
+    )
     del mm
     if not ok:
         return f"{paths.partial.name} has the wrong shape or dtype"
@@ -413,20 +438,26 @@ def _create_partial(paths: _Paths, shape: tuple[int, int], np_dtype: np.dtype) -
             os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
         except OSError as exc:
             if exc.errno == 28:  # ENOSPC
-                raise ValueError(f"not enough disk space for {paths.partial}: {exc.strerror}") from None
+                raise ValueError(
+                    f"not enough disk space for {paths.partial}: {exc.strerror}"
+                ) from None
             # EOPNOTSUPP / EINVAL: the file system cannot preallocate; the free-space check stands
         finally:
             os.close(fd)
 
 
-def _setup(paths: _Paths, inputs: dict, tile_rows: int | None, fit_rows: int, shape, np_dtype) -> None:
+def _setup(
+    paths: _Paths, inputs: dict, tile_rows: int | None, fit_rows: int, shape, np_dtype
+) -> None:
     """Rank 0: keep a resumable partial result, or remove the old work and create a fresh file."""
     problem = None
     if paths.records():
         problem = _resume_problem(paths, inputs, tile_rows, fit_rows, shape, np_dtype)
         if problem is None:
             return
-        warnings.warn(f"not resuming {paths.partial}: {problem}; starting over", ResumeWarning, stacklevel=5)
+        warnings.warn(
+            f"not resuming {paths.partial}: {problem}; starting over", ResumeWarning, stacklevel=5
+        )
     # Records go first: a crash between the two steps then leaves no record that could vouch
     # for tiles of the new file.
     for p in paths.records(with_tmp=True):
@@ -442,7 +473,9 @@ def _load_plan(paths: _Paths, default_rows: int, n: int) -> tuple[int, np.ndarra
     done = np.zeros(n_tiles, dtype=bool)
     for rec in recs:
         if rec["tile_rows"] != t or rec["done_bits"].size != n_tiles:
-            raise RuntimeError(f"record {rec.get('rank')} does not match the tiling (internal error)")
+            raise RuntimeError(
+                f"record {rec.get('rank')} does not match the tiling (internal error)"
+            )
         done |= rec["done_bits"]
     return t, done
 
@@ -591,16 +624,25 @@ def compute_kernel_to_file(
         remaining = np.flatnonzero(~done).tolist()
         mine = remaining[r::W]
         if done.any() and r == 0:
-            logger.info("resuming %s: %d of %d tiles already done", paths.out, int(done.sum()), n_tiles)
-        _step(W, lambda: _compute_tiles(kernel, Xt, Zt, symmetric, paths, inputs, t, done, mine, r, W, tdtype, progress),
-              "computing tiles")
+            logger.info(
+                "resuming %s: %d of %d tiles already done", paths.out, int(done.sum()), n_tiles
+            )
+        _step(
+            W,
+            lambda: _compute_tiles(
+                kernel, Xt, Zt, symmetric, paths, inputs, t, done, mine, r, W, tdtype, progress
+            ),
+            "computing tiles",
+        )
 
         def finish() -> None:
             if r == 0:
                 _, final = _load_plan(paths, t, n)
                 if not final.all():
                     missing = np.flatnonzero(~final)[:10].tolist()
-                    raise RuntimeError(f"tiles {missing} are not marked finished; rerun to complete them")
+                    raise RuntimeError(
+                        f"tiles {missing} are not marked finished; rerun to complete them"
+                    )
                 os.replace(paths.partial, paths.out)
                 _fsync_dir(paths.out.parent)
                 for p in paths.records(with_tmp=True):
@@ -615,7 +657,9 @@ def compute_kernel_to_file(
     return paths.out
 
 
-def _compute_tiles(kernel, Xt, Zt, symmetric, paths, inputs, t, done, mine, r, W, tdtype, progress) -> None:
+def _compute_tiles(
+    kernel, Xt, Zt, symmetric, paths, inputs, t, done, mine, r, W, tdtype, progress
+) -> None:
     n = Xt.shape[0]
     done = done.copy()  # this rank's record: the finished tiles it started from plus its own
     record = paths.record(r, W)
@@ -632,11 +676,21 @@ def _compute_tiles(kernel, Xt, Zt, symmetric, paths, inputs, t, done, mine, r, W
                 _compute_tile(kernel, Xt, Zt, symmetric, a, b, mm, tdtype)
                 mm.flush()  # the values are on disk before the record says so
                 done[i] = True
-                _write_json_atomic(record, {
-                    "format": FORMAT, "version": VERSION, "inputs": inputs, "tile_rows": t,
-                    "n_tiles": int(done.size), "n_done": int(done.sum()), "done": _bits_to_hex(done),
-                    "rank": r, "world_size": W, "updated": time.time(),
-                })
+                _write_json_atomic(
+                    record,
+                    {
+                        "format": FORMAT,
+                        "version": VERSION,
+                        "inputs": inputs,
+                        "tile_rows": t,
+                        "n_tiles": int(done.size),
+                        "n_done": int(done.sum()),
+                        "done": _bits_to_hex(done),
+                        "rank": r,
+                        "world_size": W,
+                        "updated": time.time(),
+                    },
+                )
                 if progress and r == 0:
                     bar.update(1)
     finally:

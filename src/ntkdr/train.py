@@ -62,6 +62,7 @@ NTK drift (``n x n`` kernels) are computed on rank 0 and broadcast.  Only rank 0
 checkpoints; on resume every rank reads the same file (bit-exact resume holds for the same
 world size; another world size continues up to round-off).  ``History.wall_time`` is rank-local.
 """
+
 from __future__ import annotations
 
 import copy
@@ -70,8 +71,9 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from numbers import Real
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,14 +88,13 @@ from .gradients import _ClosedFormGrads, _is_two_layer, _sketch_trained
 from .history import (
     _NAN,
     CHECKPOINT_FORMAT,
-    HISTORY_SCHEMA,
     History,
     _atomic_save,
     _check_resume_config,
     _load_checkpoint,
     _truncate_history,
 )
-from .stepsize import ADAM_DEFAULT_LR, LR_RULES, _empirical_kernel, _resolve_lr, _resume_lr
+from .stepsize import LR_RULES, _empirical_kernel, _resolve_lr, _resume_lr
 from .validation import as_labels, as_matrix, check_choice, check_int, check_real
 
 __all__ = ["History", "fit", "time_gd_step", "OPTIMIZERS", "LR_RULES", "CHECKPOINT_FORMAT"]
@@ -196,7 +197,9 @@ class _Trainer(_ClosedFormGrads):
         self.two_layer = _is_two_layer(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
-            raise ValueError("the model has no parameters with requires_grad=True: nothing to train")
+            raise ValueError(
+                "the model has no parameters with requires_grad=True: nothing to train"
+            )
 
         # Features: computed once when they do not depend on trained parameters.
         self.F = None
@@ -260,7 +263,9 @@ class _Trainer(_ClosedFormGrads):
         """Fraction of the ``n x m`` activation patterns that flipped, from a (global) count."""
         return None if count is None else count / (self.n * self.model.m)
 
-    def compute_grads(self, idx: torch.Tensor | None, mask0: torch.Tensor | None = None, stats: bool = False):
+    def compute_grads(
+        self, idx: torch.Tensor | None, mask0: torch.Tensor | None = None, stats: bool = False
+    ):
         """Gradients of the batch loss into ``.grad``; returns (batch loss, flips, tracking seconds).
 
         ``idx`` is the global batch (None: the full training set); ``mask0`` applies to the full
@@ -388,7 +393,11 @@ def _match_output_shape(u: torch.Tensor, y: torch.Tensor, name: str) -> torch.Te
     """Return ``y`` shaped like the model output ``u`` (``(n, 1)`` <-> ``(n,)`` allowed)."""
     if u.shape == y.shape:
         return y
-    if u.numel() == y.numel() and (u.ndim == 1 or u.shape[1] == 1) and (y.ndim == 1 or y.shape[1] == 1):
+    if (
+        u.numel() == y.numel()
+        and (u.ndim == 1 or u.shape[1] == 1)
+        and (y.ndim == 1 or y.shape[1] == 1)
+    ):
         return y.reshape(u.shape)
     raise ValueError(
         f"{name} has shape {tuple(y.shape)} but the model outputs shape {tuple(u.shape)} "
@@ -479,7 +488,11 @@ def fit(
             "distributed=True needs an initialised torch.distributed process group "
             "(launch with torchrun, or call ntkdr.distributed.init_from_env / init_process_group first)"
         )
-    use_dist = D.is_distributed() and D.world_size() > 1 if distributed is None else distributed and D.world_size() > 1
+    use_dist = (
+        D.is_distributed() and D.world_size() > 1
+        if distributed is None
+        else distributed and D.world_size() > 1
+    )
     comm = _Comm(device) if use_dist else None
     root = comm is None or comm.rank == 0
 
@@ -521,7 +534,11 @@ def fit(
             else:  # features and outputs of this rank's shard, assembled on every rank (exact)
                 sl = comm.shard(n)
                 rows = sl.stop > sl.start
-                Fl = model.features(Xt[sl]) if rows else torch.zeros(0, model.d_in, dtype=dtype, device=device)
+                Fl = (
+                    model.features(Xt[sl])
+                    if rows
+                    else torch.zeros(0, model.d_in, dtype=dtype, device=device)
+                )
                 F0 = comm.gather_rows(Fl, n, sl)
                 u0 = comm.gather_rows(model.forward_features(F0[sl]), n, sl)
         else:
@@ -542,6 +559,7 @@ def fit(
     if ck is not None:
         lr_value, lr_key, K0 = _resume_lr(ck, lr, optimizer)
     elif comm is not None and ((lr is None and optimizer != "adam") or isinstance(lr, str)):
+
         def lr_on_root():
             v, key, K = _resolve_lr(lr, optimizer, model, Xt, F0, n)
             return (v, key), K
@@ -581,14 +599,26 @@ def fit(
     acc_kind = _accuracy_kind(ys) if ys is not None else None
 
     hist = History(
-        lr=float(lr_value), lr_rule=LR_RULES[lr_key], optimizer=optimizer, batch_size=int(batch_size),
-        seed=seed, steps=steps, initial_outputs=u0.detach().cpu().tolist(), grad=trainer.grad_method,
-        n_train=n, dtype=str(dtype).replace("torch.", ""),
+        lr=float(lr_value),
+        lr_rule=LR_RULES[lr_key],
+        optimizer=optimizer,
+        batch_size=int(batch_size),
+        seed=seed,
+        steps=steps,
+        initial_outputs=u0.detach().cpu().tolist(),
+        grad=trainer.grad_method,
+        n_train=n,
+        dtype=str(dtype).replace("torch.", ""),
     )
     config = {
-        "optimizer": optimizer, "batch_size": int(batch_size), "seed": seed, "n": n,
-        "track_every": track_every, "ntk_every": -1 if ntk_every is None else ntk_every,
-        "grad": trainer.grad_method, "data": fp,
+        "optimizer": optimizer,
+        "batch_size": int(batch_size),
+        "seed": seed,
+        "n": n,
+        "track_every": track_every,
+        "ntk_every": -1 if ntk_every is None else ntk_every,
+        "grad": trainer.grad_method,
+        "data": fp,
         # informational: resuming with another world size is allowed (equal up to round-off)
         "world_size": 1 if comm is None else comm.world,
     }
@@ -615,8 +645,13 @@ def fit(
             return
         state = trainer.state()
         state.update(
-            format=CHECKPOINT_FORMAT, step=step_done, history=_truncate_history(hist, step_done).to_dict(),
-            torch_rng=torch.get_rng_state(), init_model=init_state, config=config, wall=wall,
+            format=CHECKPOINT_FORMAT,
+            step=step_done,
+            history=_truncate_history(hist, step_done).to_dict(),
+            torch_rng=torch.get_rng_state(),
+            init_model=init_state,
+            config=config,
+            wall=wall,
             cuda_rng=torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
         )
         _atomic_save(state, ck_path)
@@ -648,11 +683,13 @@ def fit(
                 hist.weight_change_max_row.append(float(dW.norm(dim=1).max()))
             hist.pattern_flip_fraction.append(_NAN if flips is None else flips)
             want = track_ntk and (
-                (ntk_every is None and (t == 0 or t == steps)) or (ntk_every and (t % ntk_every == 0 or t == steps))
+                (ntk_every is None and (t == 0 or t == steps))
+                or (ntk_every and (t % ntk_every == 0 or t == steps))
             )
             if want and t == 0:
                 hist.ntk_drift.append(0.0)
             elif want:
+
                 def drift():
                     Kt = _empirical_kernel(model, Xt, trainer.F)
                     return _spectral_norm_sym(Kt - K0) / K0_norm, None
@@ -671,7 +708,9 @@ def fit(
     if progress and root and steps > start and sys.stderr.isatty():
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, initial=start, desc=f"fit ({optimizer})", file=sys.stderr, leave=False)
+        bar = tqdm(
+            total=steps, initial=start, desc=f"fit ({optimizer})", file=sys.stderr, leave=False
+        )
 
     try:
         t = start
@@ -726,7 +765,14 @@ def fit(
 
 # ============================================================================ timing
 def time_gd_step(
-    model: nn.Module, X: Any, y: Any, *, repeats: int = 5, warmup: int = 1, lr: float = 1e-3, grad: str = "auto"
+    model: nn.Module,
+    X: Any,
+    y: Any,
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+    lr: float = 1e-3,
+    grad: str = "auto",
 ) -> float:
     """Median wall-clock seconds of one full-batch GD step of :func:`fit` (features precomputed,
     tracking excluded) on a copy of ``model`` (the model itself is not changed)."""

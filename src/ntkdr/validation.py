@@ -6,11 +6,13 @@ numpy arrays, torch tensors or nested lists; :func:`as_matrix` converts them to 
 torch tensor and remembers whether the caller gave numpy, so that results can be
 returned in the kind the caller used (:func:`to_output`).
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from numbers import Integral, Real
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,7 +124,9 @@ def as_labels(y: Any, n: int, name: str = "y", *, dtype: Any = None) -> torch.Te
         t = y
     else:
         arr = np.asarray(y)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        if arr.dtype == object or not (
+            np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+        ):
             raise ValueError(f"{name} must be numeric labels, got dtype {arr.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(arr))
     if t.is_complex():
@@ -132,7 +136,9 @@ def as_labels(y: Any, n: int, name: str = "y", *, dtype: Any = None) -> torch.Te
     if t.numel() == 0:
         raise ValueError(f"{name} is empty: shape {tuple(t.shape)}")
     check_n_match(n, t.shape[0], "X", name)
-    target = resolve_dtype(dtype) or (t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32)
+    target = resolve_dtype(dtype) or (
+        t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
+    )
     t = t.to(dtype=target)
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or Inf")
@@ -149,10 +155,14 @@ def check_same_d(X: torch.Tensor, Z: torch.Tensor, names: tuple[str, str] = ("X"
 
 def check_n_match(n_x: int, n_y: int, x_name: str = "X", y_name: str = "y") -> None:
     if n_x != n_y:
-        raise ValueError(f"{x_name} and {y_name} have different numbers of samples: {n_x} and {n_y}")
+        raise ValueError(
+            f"{x_name} and {y_name} have different numbers of samples: {n_x} and {n_y}"
+        )
 
 
-def check_int(value: Any, name: str, *, min_value: int | None = None, max_value: int | None = None) -> int:
+def check_int(
+    value: Any, name: str, *, min_value: int | None = None, max_value: int | None = None
+) -> int:
     """An integer (not bool) within ``[min_value, max_value]``."""
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -181,7 +191,9 @@ def check_real(
 def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, choices))}")
+        raise ValueError(
+            f"unknown {name} {value!r}; expected one of {', '.join(map(repr, choices))}"
+        )
     return value
 
 
@@ -202,10 +214,14 @@ def check_nonzero_rows(X: torch.Tensor, name: str = "X") -> None:
     if zero.numel():
         idx = zero[:5].tolist()
         more = f" and {zero.numel() - 5} more" if zero.numel() > 5 else ""
-        raise ValueError(f"{name} has zero-norm rows (indices {idx}{more}); they cannot be normalised")
+        raise ValueError(
+            f"{name} has zero-norm rows (indices {idx}{more}); they cannot be normalised"
+        )
 
 
-def find_parallel_rows(X: torch.Tensor, tol: float | None = None, max_pairs: int = 10) -> list[tuple[int, int]]:
+def find_parallel_rows(
+    X: torch.Tensor, tol: float | None = None, max_pairs: int = 10
+) -> list[tuple[int, int]]:
     """Pairs ``(i, j)``, ``i < j``, of rows whose directions coincide up to ``tol`` (cosine >= 1 - tol).
 
     Parallel rows make H1(X, X) singular (lambda_0 = 0).  Rows are compared in blocks so

@@ -19,14 +19,14 @@ also holds the same kernels evaluated with mpmath at 50 digits from the exact fl
 (``*_mp`` arrays), straight from the recursion in SPEC section 2 with ``acos`` of the exact
 cosine (no ntkdr code involved).
 """
+
 from __future__ import annotations
 
 import os
 
+import jax
 import mpmath as mp
 import numpy as np
-
-import jax
 
 jax.config.update("jax_enable_x64", True)
 
