@@ -95,7 +95,15 @@ from .history import (
     _truncate_history,
 )
 from .stepsize import LR_RULES, _empirical_kernel, _resolve_lr, _resume_lr
-from .validation import as_labels, as_matrix, check_choice, check_int, check_real
+from .validation import (
+    MAX_STEPS,
+    as_labels,
+    as_matrix,
+    check_choice,
+    check_int,
+    check_memory,
+    check_real,
+)
 
 __all__ = ["History", "fit", "time_gd_step", "OPTIMIZERS", "LR_RULES", "CHECKPOINT_FORMAT"]
 
@@ -462,7 +470,7 @@ def fit(
     """
     # ---- validation
     dtype, device = _check_model(model)
-    steps = check_int(steps, "steps", min_value=0)
+    steps = check_int(steps, "steps", min_value=0, max_value=MAX_STEPS)
     optimizer = check_choice(optimizer, "optimizer", OPTIMIZERS)
     grad = check_choice(grad, "grad", GRAD_METHODS)
     track_every = check_int(track_every, "track_every", min_value=1)
@@ -514,6 +522,13 @@ def fit(
         Xs, ys = _prepare_inputs(model, X_test, y_test, "X_test", "y_test")
 
     two_layer = _is_two_layer(model)
+    if two_layer:  # pre-activations, patterns and their copies: about 4 n x m arrays per pass
+        check_memory(
+            4 * batch_size * model.m * Xt.element_size(),
+            f"training width m = {model.m} on {batch_size} rows",
+            "use a smaller width or fewer rows",
+            device,
+        )
     if ntk_every is None and n > _DEFAULT_DRIFT_MAX_N:
         ntk_every = 0  # default drift tracking costs n x n kernels and an O(n^3) eigensolve
     ck = None

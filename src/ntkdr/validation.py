@@ -9,6 +9,8 @@ returned in the kind the caller used (:func:`to_output`).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
 from collections.abc import Iterable
 from numbers import Integral, Real
@@ -18,7 +20,12 @@ import numpy as np
 import torch
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_STEPS",
     "ParallelRowsWarning",
+    "available_memory",
+    "check_memory",
+    "format_bytes",
     "as_matrix",
     "as_labels",
     "check_same_d",
@@ -259,3 +266,55 @@ def warn_parallel_rows(X: torch.Tensor, name: str = "X") -> list[tuple[int, int]
 def to_output(t: torch.Tensor, as_numpy: bool) -> Any:
     """Return ``t`` as a numpy array if the caller gave numpy, else as the tensor."""
     return t.detach().cpu().numpy() if as_numpy else t
+
+
+#: Deepest kernel / network accepted.  Deep ReLU kernels converge to a constant correlation
+#: within a few hundred layers (Hayou et al., ICML 2019), and a depth-L kernel costs L passes
+#: over the n x n' result, so a larger depth is a typo, not a request.
+MAX_DEPTH = 1000
+
+#: Most training steps accepted in one call.  Ten million full-batch steps of even the smallest
+#: network take days; a larger count is a typo (the progress bar shows the time left below it).
+MAX_STEPS = 10_000_000
+
+
+def format_bytes(nbytes: float) -> str:
+    """``'3.2e+12 bytes (2.9 TiB)'`` -- the exact count and a binary-prefixed size."""
+    size, unit = float(nbytes), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if size < 1024 or unit == "EiB":
+            break
+        size /= 1024
+    return f"{float(nbytes):.3g} bytes ({size:.3g} {unit})"
+
+
+def available_memory(device: Any = None) -> int:
+    """Bytes that can still be allocated on ``device``: free CUDA memory, or the kernel's
+    ``MemAvailable`` (Linux; physical memory elsewhere) for the CPU."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    with contextlib.suppress(OSError), open("/proc/meminfo") as fh:  # Linux
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # no way to tell: do not refuse
+        return 2**63
+
+
+def check_memory(nbytes: float, what: str, advice: str, device: Any = None) -> None:
+    """Refuse, before allocating, a request that cannot fit: ``ValueError`` naming the bytes
+    needed, the bytes available and what to change (``advice``)."""
+    avail = available_memory(device)
+    if nbytes > avail:
+        dev = (
+            "the GPU"
+            if device is not None and torch.device(device).type == "cuda"
+            else "this machine"
+        )
+        raise ValueError(
+            f"{what} needs {format_bytes(nbytes)}, but {format_bytes(avail)} are available on "
+            f"{dev}; {advice}"
+        )
