@@ -99,7 +99,8 @@ def _check_input(
 
 
 def _renormalize_rows(F: torch.Tensor) -> torch.Tensor:
-    return F / F.norm(dim=1, keepdim=True).clamp_min(torch.finfo(F.dtype).tiny)
+    # over the last axis, so inputs with leading batch dims (sequences) are rows too
+    return F / F.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(F.dtype).tiny)
 
 
 class TwoLayerReLU(nn.Module):

@@ -1,0 +1,308 @@
+r"""Compare two networks through their empirical NTKs on the same points (typically a model and
+its :func:`~ntkdr.factorize.factorize`-d copy).
+
+The empirical NTK (Jacot et al. 2018) of a network with trained parameters ``p`` is
+``Theta(x, z) = J(x) J(z)^T`` with ``J = df/dp``.  For a model with ``c > 1`` outputs the kernel
+compared is its trace over the output axis divided by ``c``,
+``Theta(x, z) = (1/c) sum_a J_a(x) . J_a(z)`` -- neural-tangents' ``trace_axes=(-1,)``
+convention -- an ``n x n`` matrix either way.
+
+How each kernel is computed (``method="auto"``):
+
+* ``closed`` -- networks ntkdr knows: :class:`~ntkdr.models.TwoLayerReLU` (one output; the two-GEMM
+  closed form of :mod:`ntkdr.empirical`) and :class:`~ntkdr.models.DeepReLU` (one output, S not
+  trained): the layerwise form ``Theta = sum_l s_l^2 (h_l h_l^T) o (D_l D_l^T) + b_l^2 D_l D_l^T``,
+  ``h_l`` the input of layer ``l`` (``S h_l`` for a factorized layer), ``s_l`` its weight scale,
+  ``D_l`` the per-example derivative of the output with respect to its pre-activations (one
+  backward pass for all examples) -- no per-example Jacobians.
+* ``jacobian`` -- any other module, ``torch.func`` (``vmap(jacrev)``), in row chunks.
+* ``projected`` -- when one example's Jacobian does not fit in ``max_memory``: the unbiased
+  random projection ``(1/k') (J P)(J P)^T`` of :func:`ntkdr.empirical.ntk_projected`.
+
+Quantities: ``lambda_min`` of each kernel and their ratio (b / a); with labels ``y`` the
+Arora et al. (2019, Thm 5.1) bound ``sqrt(2 y^T Theta^-1 y / n)`` of each and its ratio;
+``relative_frobenius`` ``||Theta_b - Theta_a||_F / ||Theta_a||_F``; ``alignment``
+``<Theta_a, Theta_b>_F / (||Theta_a||_F ||Theta_b||_F)`` (Cristianini et al.'s kernel alignment,
+uncentred); trained parameters; measured seconds per forward and per backward on ``X``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .empirical import DEFAULT_MAX_MEMORY, ntk, ntk_projected
+from .models import DeepReLU, NTKLinear, SketchedLinear, TwoLayerReLU
+from .theory import SingularKernelWarning, generalization_bound, lambda_min
+from .validation import as_labels, as_matrix, check_choice, check_int
+
+__all__ = ["compare", "Comparison", "empirical_kernel", "deep_relu_ntk", "TRACE_CONVENTION"]
+
+TRACE_CONVENTION = (
+    "multi-output models: Theta(x, z) = (1/c) sum_a J_a(x) . J_a(z), the trace over the output "
+    "axis divided by c (neural-tangents trace_axes=(-1,))"
+)
+_METHODS = ("auto", "closed", "jacobian", "projected")
+
+
+@dataclass
+class Comparison:
+    """Result of :func:`compare`; ``as_dict()`` gives every scalar (JSON-ready), the kernels stay
+    in ``kernel_a`` / ``kernel_b`` (float64 tensors, ``n x n``)."""
+
+    n: int
+    lambda_min_a: float
+    lambda_min_b: float
+    lambda_min_ratio: float
+    relative_frobenius: float
+    alignment: float
+    params_a: int
+    params_b: int
+    outputs_a: int
+    outputs_b: int
+    method_a: str
+    method_b: str
+    seconds_kernel_a: float
+    seconds_kernel_b: float
+    seconds_forward_a: float
+    seconds_forward_b: float
+    seconds_backward_a: float
+    seconds_backward_b: float
+    seconds_total: float
+    bound_a: float | None = None
+    bound_b: float | None = None
+    bound_ratio: float | None = None
+    projected_relative_error_a: float | None = None
+    projected_relative_error_b: float | None = None
+    trace_convention: str = TRACE_CONVENTION
+    kernel_a: torch.Tensor | None = field(default=None, repr=False)
+    kernel_b: torch.Tensor | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("kernel_a")
+        out.pop("kernel_b")
+        if self.bound_ratio is None:
+            for key in ("bound_a", "bound_b", "bound_ratio"):
+                out.pop(key)
+        return out
+
+
+# ----------------------------------------------------------------------------- kernels
+def _dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.is_floating_point():
+            return t.dtype, t.device
+    return torch.float32, torch.device("cpu")
+
+
+def _deep_closed_ok(model: nn.Module) -> bool:
+    if not isinstance(model, DeepReLU) or model.out_dim != 1:
+        return False
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, SketchedLinear):
+            trained_s = isinstance(layer.S, nn.Parameter) and layer.S.requires_grad
+            renorm_inside = i > 0 and getattr(layer.sketch, "renormalize", False)
+            if trained_s or renorm_inside:
+                return False
+        elif not isinstance(layer, NTKLinear):
+            return False
+    return True
+
+
+def _layer_terms(layer: nn.Module) -> tuple[Any, float, Any, float]:
+    """``(weight, weight scale, bias, bias scale)`` of an NTKLinear / SketchedLinear."""
+    if isinstance(layer, NTKLinear):
+        return layer.weight, layer.w_std / math.sqrt(layer.in_features), layer.bias, layer.b_std
+    return layer.U, layer._w_scale, layer.bias, layer._b_scale
+
+
+def deep_relu_ntk(model: DeepReLU, X: Any) -> torch.Tensor:
+    """Layerwise closed-form empirical NTK of a single-output :class:`DeepReLU` (any layers
+    factorized, S fixed), ``n x n`` in the model's dtype; see the module docstring."""
+    if not _deep_closed_ok(model):
+        raise ValueError(
+            "deep_relu_ntk needs a DeepReLU with out_dim = 1 whose layers are NTKLinear or "
+            "SketchedLinear with a fixed S; use method='jacobian'"
+        )
+    dtype, device = _dtype_device(model)
+    Xt, _ = as_matrix(X, "X", dtype=dtype, device=device)
+    inputs, pre = [], []
+    with torch.enable_grad():
+        h = Xt
+        for i, layer in enumerate(model.layers):
+            phi = layer.sketch_input(h) if isinstance(layer, SketchedLinear) else h
+            inputs.append(phi.detach())
+            z = layer(h)
+            if i == 0:  # the graph starts at the first pre-activation (X needs no gradient)
+                z = z.detach().requires_grad_(True)
+            if i < len(model.layers) - 1:
+                pre.append(z)
+                h = torch.relu(z)
+            else:
+                out = z.sum()
+        # rows are independent, so d(sum_i f(x_i)) / dz_l holds every example's df/dz_l
+        deltas = [d.detach() for d in torch.autograd.grad(out, pre)] if pre else []
+    # the readout's pre-activation derivative is 1 for every example
+    deltas.append(torch.ones(Xt.shape[0], 1, dtype=dtype, device=device))
+    K = torch.zeros(Xt.shape[0], Xt.shape[0], dtype=dtype, device=device)
+    for layer, phi, D in zip(model.layers, inputs, deltas):
+        W, w_scale, b, b_scale = _layer_terms(layer)
+        DD = D @ D.T
+        if W.requires_grad:
+            K.addcmul_(phi @ phi.T, DD, value=w_scale**2)
+        if b is not None and b.requires_grad:
+            K.add_(DD, alpha=b_scale**2)
+    return K
+
+
+def _n_outputs(model: nn.Module, X: torch.Tensor) -> int:
+    with torch.no_grad():
+        out = model(X[:1])
+    return 1 if out.ndim <= 1 else int(out.reshape(1, -1).shape[1])
+
+
+def _trace(K: torch.Tensor) -> torch.Tensor:
+    if K.ndim == 4:  # (n, n', c, c) -> mean over the output diagonal
+        return torch.diagonal(K, dim1=2, dim2=3).mean(dim=-1)
+    return K
+
+
+def empirical_kernel(
+    model: nn.Module,
+    X: Any,
+    *,
+    method: str = "auto",
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    k_proj: int = 256,
+    seed: int = 0,
+) -> tuple[torch.Tensor, str, float | None]:
+    """``(Theta, method used, projected relative error or None)``: the ``n x n`` empirical NTK of
+    ``model`` on ``X`` under the trace convention above (float64)."""
+    method = check_choice(method, "method", _METHODS)
+    dtype, device = _dtype_device(model)
+    Xt, _ = as_matrix(X, "X", dtype=dtype, device=device)
+    if method == "auto":
+        if isinstance(model, TwoLayerReLU) and model.out_dim == 1 or _deep_closed_ok(model):
+            method = "closed"
+        else:
+            c = _n_outputs(model, Xt)
+            p = sum(v.numel() for v in model.parameters() if v.requires_grad)
+            one_row = 3 * c * p * Xt.element_size()  # a row's Jacobian and jacrev's temporaries
+            method = "jacobian" if one_row <= max_memory // 2 else "projected"
+    err = None
+    if method == "closed":
+        K = (
+            deep_relu_ntk(model, Xt)
+            if isinstance(model, DeepReLU)
+            else ntk(model, Xt, method="closed")
+        )
+    elif method == "jacobian":
+        K = ntk(model, Xt, method="jacobian", max_memory=max_memory)
+    else:
+        res = ntk_projected(model, Xt, k_proj=k_proj, seed=seed, max_memory=max_memory)
+        K, err = res.kernel, res.relative_error
+    return _trace(K).detach().to(torch.float64), method, err
+
+
+def _time(fn, repeats: int) -> float:
+    times = []
+    for i in range(repeats + 1):
+        t0 = time.perf_counter()
+        fn()
+        if i:  # the first call is a warm-up
+            times.append(time.perf_counter() - t0)
+    return float(statistics.median(times))
+
+
+def _forward_backward(model: nn.Module, X: torch.Tensor, repeats: int) -> tuple[float, float]:
+    def fwd():
+        with torch.no_grad():
+            model(X)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def fwd_bwd():
+        out = model(X)
+        torch.autograd.grad(out.sum(), params)
+
+    t_f = _time(fwd, repeats)
+    t_fb = _time(fwd_bwd, repeats)
+    return t_f, max(t_fb - t_f, 0.0)
+
+
+def _safe_ratio(b: float, a: float) -> float:
+    if a == 0 or not (math.isfinite(a) and math.isfinite(b)):
+        return math.nan
+    return b / a
+
+
+# ----------------------------------------------------------------------------- public
+def compare(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    X: Any,
+    y: Any = None,
+    *,
+    method: str = "auto",
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    k_proj: int = 256,
+    seed: int = 0,
+    delta: float = 0.05,
+    repeats: int = 3,
+) -> Comparison:
+    """Empirical NTKs of ``model_a`` and ``model_b`` on the rows of ``X``, side by side.
+
+    Both models map ``(n, d)`` inputs to ``(n,)`` or ``(n, c)`` outputs; ``X`` is cast to each
+    model's dtype and device.  ``y`` (``(n,)`` or ``(n, c)``) adds the generalization bound of
+    each kernel and ``bound_ratio = bound_b / bound_a``.  ``method`` applies to both models
+    (``"auto"``: closed form, ``torch.func`` or projected, see the module docstring);
+    ``max_memory`` bytes bound the Jacobian blocks; ``k_proj`` and ``seed`` set the projected
+    estimate; ``repeats`` timed forward / backward passes (median, after one warm-up).
+    Ratios are b / a; ``nan`` where a value is zero or infinite.
+    """
+    for name, mod in (("model_a", model_a), ("model_b", model_b)):
+        if not isinstance(mod, nn.Module):
+            raise ValueError(f"{name} must be a torch.nn.Module, got {type(mod).__name__}")
+    repeats = check_int(repeats, "repeats", min_value=1)
+    t_start = time.perf_counter()
+    X64, _ = as_matrix(X, "X")
+    n = X64.shape[0]
+    y_t = None if y is None else as_labels(y, n, "y")
+    res: dict[str, Any] = {}
+    kernels = []
+    for tag, model in (("a", model_a), ("b", model_b)):
+        dtype, device = _dtype_device(model)
+        Xm = X64.to(dtype=dtype, device=device)
+        t0 = time.perf_counter()
+        K, used, err = empirical_kernel(
+            model, Xm, method=method, max_memory=max_memory, k_proj=k_proj, seed=seed
+        )
+        res[f"seconds_kernel_{tag}"] = time.perf_counter() - t0
+        res[f"method_{tag}"], res[f"projected_relative_error_{tag}"] = used, err
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SingularKernelWarning)
+            res[f"lambda_min_{tag}"] = lambda_min(K, warn=False)
+            if y_t is not None:
+                res[f"bound_{tag}"] = generalization_bound(K, y_t, delta).value
+        res[f"params_{tag}"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        res[f"outputs_{tag}"] = _n_outputs(model, Xm)
+        fwd, bwd = _forward_backward(model, Xm, repeats)
+        res[f"seconds_forward_{tag}"], res[f"seconds_backward_{tag}"] = fwd, bwd
+        kernels.append(K.cpu())
+    Ka, Kb = kernels
+    na, nb = float(Ka.norm()), float(Kb.norm())
+    res["lambda_min_ratio"] = _safe_ratio(res["lambda_min_b"], res["lambda_min_a"])
+    if y_t is not None:
+        res["bound_ratio"] = _safe_ratio(res["bound_b"], res["bound_a"])
+    res["relative_frobenius"] = float((Kb - Ka).norm()) / na if na > 0 else math.nan
+    res["alignment"] = float((Ka * Kb).sum()) / (na * nb) if na > 0 and nb > 0 else math.nan
+    res["seconds_total"] = time.perf_counter() - t_start
+    return Comparison(n=n, kernel_a=Ka, kernel_b=Kb, **res)
