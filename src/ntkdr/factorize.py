@@ -335,8 +335,8 @@ def factorize(
             )
             records.append(_record(name, old, kl, kind))
     for parent in new_model.modules():
-        for cname, child in list(parent.named_children()):
-            if id(child) in replacements:
+        for cname, child in list(parent._modules.items()):  # every name, shared ones too
+            if child is not None and id(child) in replacements:
                 setattr(parent, cname, replacements[id(child)])
     _disable_fused_paths(new_model)
     order = {n: i for i, n in enumerate(modules)}
