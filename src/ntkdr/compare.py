@@ -71,10 +71,10 @@ class Comparison:
     method_b: str
     seconds_kernel_a: float
     seconds_kernel_b: float
-    seconds_forward_a: float
-    seconds_forward_b: float
-    seconds_backward_a: float
-    seconds_backward_b: float
+    seconds_forward_a: float | None
+    seconds_forward_b: float | None
+    seconds_backward_a: float | None
+    seconds_backward_b: float | None
     seconds_total: float
     bound_a: float | None = None
     bound_b: float | None = None
@@ -265,13 +265,14 @@ def compare(
     each kernel and ``bound_ratio = bound_b / bound_a``.  ``method`` applies to both models
     (``"auto"``: closed form, ``torch.func`` or projected, see the module docstring);
     ``max_memory`` bytes bound the Jacobian blocks; ``k_proj`` and ``seed`` set the projected
-    estimate; ``repeats`` timed forward / backward passes (median, after one warm-up).
+    estimate; ``repeats`` timed forward / backward passes (median, after one warm-up; ``0``
+    skips the timing and leaves the seconds ``None``).
     Ratios are b / a; ``nan`` where a value is zero or infinite.
     """
     for name, mod in (("model_a", model_a), ("model_b", model_b)):
         if not isinstance(mod, nn.Module):
             raise ValueError(f"{name} must be a torch.nn.Module, got {type(mod).__name__}")
-    repeats = check_int(repeats, "repeats", min_value=1)
+    repeats = check_int(repeats, "repeats", min_value=0)
     t_start = time.perf_counter()
     X64, _ = as_matrix(X, "X")
     n = X64.shape[0]
@@ -289,12 +290,14 @@ def compare(
         res[f"method_{tag}"], res[f"projected_relative_error_{tag}"] = used, err
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SingularKernelWarning)
-            res[f"lambda_min_{tag}"] = lambda_min(K, warn=False)
-            if y_t is not None:
-                res[f"bound_{tag}"] = generalization_bound(K, y_t, delta).value
+            if y_t is not None:  # one spectrum gives both the bound and lambda_min
+                bound = generalization_bound(K, y_t, delta)
+                res[f"bound_{tag}"], res[f"lambda_min_{tag}"] = bound.value, bound.lambda_min
+            else:
+                res[f"lambda_min_{tag}"] = lambda_min(K, warn=False)
         res[f"params_{tag}"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         res[f"outputs_{tag}"] = _n_outputs(model, Xm)
-        fwd, bwd = _forward_backward(model, Xm, repeats)
+        fwd, bwd = _forward_backward(model, Xm, repeats) if repeats else (None, None)
         res[f"seconds_forward_{tag}"], res[f"seconds_backward_{tag}"] = fwd, bwd
         kernels.append(K.cpu())
     Ka, Kb = kernels
