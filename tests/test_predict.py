@@ -435,3 +435,15 @@ def test_bad_inputs():
         Ktt[:3, :3],
     )
     raises(r"^k_test_train must have 10 columns", gp, KT[:, :9])
+
+
+def test_readme_example_runs():
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as fh:
+        readme = fh.read()
+    section = readme.split("### Predictors (neural-tangents conventions)", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["fx_train_t"].shape == (2, 40, 2) and scope["fx_test_t"].shape == (2, 5, 2)
+    assert scope["fx_test_inf"].shape == (5, 2) and scope["cov"].shape == (5, 5)
+    assert np.isfinite(scope["cov"]).all()
