@@ -20,10 +20,11 @@ for infinite time).  Negative eigenvalues -- round-off of a positive semi-defini
 are clipped to 0 as neural-tangents does, and a ``RuntimeWarning`` says how many there were and
 the most negative value.  Solves ``K^-1 b`` take one step of iterative refinement with the
 same factors, which makes them as accurate as a Cholesky solve on ill-conditioned kernels (an
-eigendecomposition alone loses about a factor 10 at condition number 1e10).  Where an inverse is needed (``t=None``, ``t=inf`` on the test set,
-and :func:`gp_inference`) a numerically singular matrix, ``lam_min <= n * eps * lam_max``, is a
-``ValueError`` that asks for ``diag_reg > 0``; nothing is added to the diagonal silently and no
-NaN is returned.  Finite times need no inverse and work for singular kernels.
+eigendecomposition alone loses about a factor 10 at condition number 1e10).  Where an inverse
+is needed (``t=None``, ``t=inf`` on the test set, and :func:`gp_inference`) a numerically
+singular matrix, ``lam_min <= n * eps * lam_max``, is a ``ValueError`` that asks for
+``diag_reg > 0``; nothing is added to the diagonal silently and no NaN is returned.  Finite
+times need no inverse and work for singular kernels.
 
 Inputs may be numpy arrays, nested lists or torch tensors; outputs are numpy if
 ``k_train_train`` was not a tensor, else tensors on its device, in ``k_train_train``'s dtype
@@ -156,10 +157,11 @@ class _Spectrum:
         neg = lam < 0
         if bool(neg.any()):
             warnings.warn(
-                f"k_train_train + diag_reg * I has {int(neg.sum())} negative eigenvalue(s), the most "
-                f"negative {float(lam[0]):.3g} (largest eigenvalue {float(lam[-1]):.3g}); clipped to 0 "
-                "as neural-tangents does (round-off of a positive semi-definite kernel; if they are "
-                "not small against the largest, the kernel is not PSD)",
+                f"k_train_train + diag_reg * I has {int(neg.sum())} negative eigenvalue(s), "
+                f"the most negative {float(lam[0]):.3g} (largest eigenvalue "
+                f"{float(lam[-1]):.3g}); clipped to 0 as neural-tangents does (round-off of a "
+                "positive semi-definite kernel; if they are not small against the largest, "
+                "the kernel is not PSD)",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -220,7 +222,7 @@ def gradient_descent_mse(
     diag_reg: float = 0.0,
     diag_reg_absolute_scale: bool = False,
 ) -> Callable[..., Any]:
-    r"""Outputs of the kernel model trained by gradient flow on the MSE, as ``nt.predict.gradient_descent_mse``.
+    r"""Outputs under gradient flow on the MSE, as ``nt.predict.gradient_descent_mse``.
 
     Convention (neural-tangents'; Lee et al., NeurIPS 2019, eq. 9-10).  With ``N = y_train.size``
     (all entries, ``n * outputs``), ``K = k_train_train + reg I`` and the loss
@@ -230,7 +232,8 @@ def gradient_descent_mse(
     ``df_test/dt = -(learning_rate / N) k_test_train (f_train - y)``, so that
 
         f_train(t) = f_train(0) + (exp(-learning_rate t K / N) - I) (f_train(0) - y)
-        f_test(t)  = f_test(0) + k_test_train K^-1 (exp(-learning_rate t K / N) - I) (f_train(0) - y)
+        f_test(t)  = f_test(0)
+                     + k_test_train K^-1 (exp(-learning_rate t K / N) - I) (f_train(0) - y)
 
     i.e. every eigen-direction ``lam`` of ``K`` decays as ``exp(-learning_rate * t * lam / N)``.
     ``t`` is continuous and only ``learning_rate * t`` matters.  ``reg = diag_reg * trace(k) / n``
@@ -352,7 +355,7 @@ def gp_inference(
     diag_reg: float = 0.0,
     diag_reg_absolute_scale: bool = False,
 ) -> Callable[..., Any]:
-    r"""Posterior of the Gaussian process with prior covariance ``k``, as ``nt.predict.gp_inference``.
+    r"""Posterior of the Gaussian process with prior covariance ``k`` (``nt.predict.gp_inference``).
 
     With ``K = k_train_train + reg I`` (``reg = diag_reg * trace(k_train_train) / n``, or
     ``diag_reg`` if ``diag_reg_absolute_scale``, as in neural-tangents):
