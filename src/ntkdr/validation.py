@@ -1,4 +1,4 @@
-"""Input validation shared by every public entry point (SPEC section 7).
+"""Input validation shared by every public entry point, and the ``ArrayLike`` alias of array inputs.
 
 Every check raises ``ValueError`` with a message that names the argument and the
 problem; tests assert these messages, so change them only on purpose.  Arrays may be
@@ -10,14 +10,15 @@ returned in the kind the caller used (:func:`to_output`).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
 
 __all__ = [
+    "ArrayLike",
     "ParallelRowsWarning",
     "as_matrix",
     "as_labels",
@@ -27,6 +28,7 @@ __all__ = [
     "check_real",
     "check_choice",
     "check_k",
+    "check_symmetric",
     "check_nonzero_rows",
     "find_parallel_rows",
     "warn_parallel_rows",
@@ -34,6 +36,9 @@ __all__ = [
     "resolve_device",
     "to_output",
 ]
+
+#: Array inputs: a numpy array (``np.memmap`` included), a torch tensor or nested sequences.
+ArrayLike: TypeAlias = np.ndarray | torch.Tensor | Sequence[Any]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -70,7 +75,7 @@ def resolve_device(device: Any) -> torch.device | None:
 
 
 def as_matrix(
-    X: Any,
+    X: ArrayLike,
     name: str = "X",
     *,
     dtype: Any = None,
@@ -118,7 +123,7 @@ def as_matrix(
     return t, was_numpy
 
 
-def as_labels(y: Any, n: int, name: str = "y", *, dtype: Any = None) -> torch.Tensor:
+def as_labels(y: ArrayLike, n: int, name: str = "y", *, dtype: Any = None) -> torch.Tensor:
     """Validate targets: numeric, finite, 1-D ``(n,)`` or 2-D ``(n, c)``, with ``n`` rows."""
     if isinstance(y, torch.Tensor):
         t = y
@@ -195,6 +200,31 @@ def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
             f"unknown {name} {value!r}; expected one of {', '.join(map(repr, choices))}"
         )
     return value
+
+
+# Relative tolerance (w.r.t. max |H_ij|) of the symmetry check, keyed by the matrix's dtype:
+# loose enough for kernels assembled from tiles K(X_i, X_j) / K(X_j, X_i) computed by
+# different GEMMs, tight enough to catch a matrix that is not a Gram matrix.
+SYM_RTOL = {torch.float32: 1e-4, torch.float64: 1e-10}
+
+
+def check_symmetric(H: torch.Tensor, name: str = "H", block: int = 2048) -> None:
+    """Raise unless the square ``H`` is symmetric to :data:`SYM_RTOL` ``[H.dtype] * max |H|``.
+
+    The one symmetry check (theory and regression); blockwise, so it needs O(block n) memory.
+    """
+    n = H.shape[0]
+    rtol = SYM_RTOL.get(H.dtype, SYM_RTOL[torch.float32])
+    scale = max(abs(float(H.max())), abs(float(H.min()))) if n else 0.0  # no n x n temporary
+    tol = rtol * max(scale, float(torch.finfo(H.dtype).tiny))
+    asym = 0.0
+    for s in range(0, n, block):
+        asym = max(asym, float((H[s : s + block, :] - H[:, s : s + block].T).abs().max()))
+    if asym > tol:
+        raise ValueError(
+            f"{name} must be symmetric: max |{name} - {name}^T| = {asym:.3g} exceeds "
+            f"{rtol:g} * max |{name}| = {tol:.3g} ({H.dtype})"
+        )
 
 
 def check_k(k: Any, d: int, name: str = "k") -> int:

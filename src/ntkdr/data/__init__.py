@@ -1,5 +1,5 @@
 """Data sets: the built-in and synthetic data sets and the arrays -> :class:`Dataset` pipeline
-(SPEC sections 4, 5, 7).
+(README.md, "Data").
 
 This module holds :class:`Dataset`, :func:`load_dataset`, :func:`make_dataset` and
 :func:`dataset_from_file`.  The pieces they use live in their own modules and are re-exported
@@ -71,8 +71,8 @@ import torch
 
 # Preprocessing, synthetic generators and file loaders live in their own modules; their
 # public names are re-exported here so that ``ntkdr.data.<name>`` keeps working.
-from ntkdr.datafiles import load_file, load_idx, load_labels, load_xy
-from ntkdr.preprocessing import (
+from ntkdr.data.files import load_file, load_idx, load_labels, load_xy
+from ntkdr.data.preprocessing import (
     _DEFAULT_TEST_FRACTION,
     _as_np_labels,
     _as_np_matrix,
@@ -89,8 +89,14 @@ from ntkdr.preprocessing import (
     standardize,
     train_test_split,
 )
-from ntkdr.synthetic import _teacher_seed, make_gaussian, make_lowrank, make_sphere, teacher_labels
-from ntkdr.validation import check_choice, check_int, check_n_match, check_nonzero_rows
+from ntkdr.data.synthetic import (
+    _teacher_seed,
+    make_gaussian,
+    make_lowrank,
+    make_sphere,
+    teacher_labels,
+)
+from ntkdr.validation import ArrayLike, check_choice, check_int, check_n_match, check_nonzero_rows
 
 __all__ = [
     "DATASETS",
@@ -180,8 +186,8 @@ class Dataset:
 # the pipeline: arrays -> Dataset
 # --------------------------------------------------------------------------------------------
 def make_dataset(
-    X: Any,
-    y: Any,
+    X: ArrayLike,
+    y: ArrayLike,
     *,
     name: str = "data",
     task: str | None = None,

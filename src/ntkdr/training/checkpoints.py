@@ -10,17 +10,17 @@ file.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from ntkdr.io import atomic_path
+from ntkdr.validation import ArrayLike
 
 __all__ = ["History", "HISTORY_SCHEMA", "CHECKPOINT_FORMAT"]
 
@@ -110,7 +110,7 @@ class History:
         return h
 
 
-def _jsonable(v: Any) -> Any:
+def _jsonable(v: ArrayLike) -> Any:
     if isinstance(v, float):
         return None if math.isnan(v) else v
     if isinstance(v, (list, tuple)):
@@ -120,7 +120,7 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def _from_json(v: Any) -> Any:
+def _from_json(v: ArrayLike) -> Any:
     if v is None:
         return _NAN
     if isinstance(v, list):
@@ -139,19 +139,8 @@ def _truncate_history(h: History, upto: int) -> History:
 
 # ============================================================================ checkpoint files
 def _atomic_save(obj: Any, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):  # the temporary may already be gone
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, fsync=True, makedirs=True) as tmp:
+        torch.save(obj, tmp)
 
 
 def _load_checkpoint(ck_path: str, model: nn.Module) -> dict:

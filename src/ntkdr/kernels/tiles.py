@@ -1,4 +1,4 @@
-"""Resumable, optionally distributed, out-of-core kernel matrices (SPEC sections 7 and 8).
+"""Resumable, optionally distributed, out-of-core kernel matrices: :func:`compute_kernel_to_file`.
 
 :func:`compute_kernel_to_file` writes ``K(X, X)`` (or ``K(X, Z)``) to a ``.npy`` file tile by
 tile, so the matrix never has to fit in memory, an interrupted run resumes where it stopped,
@@ -44,6 +44,7 @@ of a status flag, which works on gloo and NCCL).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -62,8 +63,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .kernels import DEFAULT_MAX_MEMORY, NTK
-from .validation import as_matrix, check_int, check_real, check_same_d
+from ntkdr.io import fsync_dir, make_output_dir, write_text_atomic
+from ntkdr.kernels.engine import mirror_upper_, scratch_bytes
+from ntkdr.kernels.operator import AnalyticNTK
+from ntkdr.memory import check_max_memory, working_budget
+from ntkdr.training.collectives import agree_on_ints, all_ranks_succeed
+from ntkdr.validation import ArrayLike, as_matrix, check_int, check_same_d
 
 try:  # advisory lock against two concurrent runs on one output (POSIX only)
     import fcntl
@@ -80,10 +85,6 @@ VERSION = 1
 # and to spread over ranks) but never fewer than 128 rows, so each GEMM stays efficient.
 _TARGET_TILES = 32
 _MIN_DEFAULT_ROWS = 128
-# Elementwise scratch of the analytic kernels (see kernels._run): two blocks of this many
-# elements per CPU thread, or a whole row if longer.
-_SCRATCH_ELEMS = 1 << 16
-_MIRROR_BLOCK = 256
 
 
 class ResumeWarning(UserWarning):
@@ -139,17 +140,6 @@ def _paths(out_path: Any) -> _Paths:
     )
 
 
-def _make_dir(d: Path) -> None:
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(
-            f"cannot create output directory {str(d)!r}: {exc.strerror or exc}"
-        ) from None
-    if not os.access(d, os.W_OK | os.X_OK):
-        raise ValueError(f"output directory {str(d)!r} is not writable")
-
-
 # --------------------------------------------------------------------------------------
 # Kernel identity and input fingerprint
 # --------------------------------------------------------------------------------------
@@ -159,7 +149,7 @@ def _callable_identity(fn: Any) -> str:
     if isinstance(fn, partial):
         kw = ", ".join(f"{k}={v!r}" for k, v in sorted(fn.keywords.items()))
         return f"partial({_callable_identity(fn.func)}, args={fn.args!r}, {kw})"
-    if isinstance(fn, NTK):
+    if isinstance(fn, AnalyticNTK):
         return repr(fn)  # dataclass repr: every parameter, options included
     mod = getattr(fn, "__module__", None) or type(fn).__module__
     qual = getattr(fn, "__qualname__", None)
@@ -172,7 +162,7 @@ def _callable_identity(fn: Any) -> str:
 
 def _resolve_kernel(kernel: Any, kernel_id: Any) -> tuple[Callable, str]:
     if kernel is None:
-        kernel = NTK()
+        kernel = AnalyticNTK()
     if not callable(kernel):
         raise ValueError(
             f"kernel must be an ntkdr.kernels.NTK or a callable (Xa, Xb) -> matrix, got {type(kernel).__name__}"
@@ -199,16 +189,15 @@ def _row_bytes(m: int, item: int) -> int:
 
 
 def _fixed_bytes(m: int, item: int) -> int:
-    # the analytic kernels' two elementwise scratch blocks
-    threads = max(2, torch.get_num_threads())
-    return 2 * max(m, _SCRATCH_ELEMS * threads) * item
+    # the analytic kernels' elementwise scratch, as the kernel engine sizes it
+    return scratch_bytes(m, item)
 
 
 def choose_tile_rows(n: int, m: int, itemsize: int, max_memory: float | None = None) -> int:
     """Rows per tile for an ``n x m`` result with ``itemsize``-byte entries.
 
     The largest tile that fits ``max_memory`` (bytes; default
-    :data:`ntkdr.kernels.DEFAULT_MAX_MEMORY`), capped at about ``n / 32`` rows (at least 128)
+    :data:`ntkdr.memory.DEFAULT_MAX_MEMORY`), capped at about ``n / 32`` rows (at least 128)
     so that an interrupted run loses little work and ranks share tiles evenly.
     """
     n = check_int(n, "n", min_value=1)
@@ -218,7 +207,7 @@ def choose_tile_rows(n: int, m: int, itemsize: int, max_memory: float | None = N
 
 
 def _rows_that_fit(m: int, item: int, max_memory: float | None) -> int:
-    budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
+    budget = working_budget(max_memory)
     need_one = _fixed_bytes(m, item) + _row_bytes(m, item)
     if budget < need_one:
         raise ValueError(
@@ -246,13 +235,9 @@ def _hex_to_bits(text: str, n_tiles: int) -> np.ndarray:
     return bits[:n_tiles].astype(bool)
 
 
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _write_record(path: Path, obj: dict) -> None:
+    # a fixed temporary name (one writer per record), so that leftovers are found by name
+    write_text_atomic(path, json.dumps(obj, indent=1), fsync=True, tmp_name=path.name + ".tmp")
 
 
 def _read_record(path: Path) -> dict:
@@ -277,6 +262,10 @@ def _read_record(path: Path) -> dict:
 # --------------------------------------------------------------------------------------
 
 
+def _step(world_size: int, fn: Callable[[], Any], what: str) -> Any:
+    return all_ranks_succeed(world_size, fn, what, "compute_kernel_to_file")
+
+
 def _dist_context(rank: Any, world_size: Any) -> tuple[int, int]:
     import torch.distributed as dist
 
@@ -298,51 +287,6 @@ def _dist_context(rank: Any, world_size: Any) -> tuple[int, int]:
             "process group (launch with torchrun and call torch.distributed.init_process_group)"
         )
     return 0, 1
-
-
-def _flag_device() -> torch.device:
-    import torch.distributed as dist
-
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def _step(world_size: int, fn: Callable[[], Any], what: str) -> Any:
-    """Run ``fn`` on this rank, then agree across ranks that every rank succeeded.
-
-    Every rank calls the same sequence of steps, so the collectives always pair up; a
-    failure anywhere raises on every rank (the failing one re-raises its own exception).
-    """
-    err: BaseException | None = None
-    res = None
-    try:
-        res = fn()
-    except BaseException as exc:
-        err = exc
-    if world_size > 1:
-        import torch.distributed as dist
-
-        flag = torch.tensor([0 if err is None else 1], dtype=torch.int32, device=_flag_device())
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if err is None and int(flag.item()):
-            raise RuntimeError(f"compute_kernel_to_file: another rank failed while {what}")
-    if err is not None:
-        raise err
-    return res
-
-
-def _agree(world_size: int, values: list[int], what: str) -> None:
-    """Check that every rank holds the same integers (MIN == MAX)."""
-    if world_size == 1:
-        return
-    import torch.distributed as dist
-
-    t = torch.tensor(values + [-v for v in values], dtype=torch.int64, device=_flag_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    k = len(values)
-    if not torch.equal(t[:k], -t[k:]):
-        raise RuntimeError(f"ranks disagree on {what}: {values} here")
 
 
 # --------------------------------------------------------------------------------------
@@ -485,21 +429,6 @@ def _load_plan(paths: _Paths, default_rows: int, n: int) -> tuple[int, np.ndarra
 # --------------------------------------------------------------------------------------
 
 
-def _symmetrize_(D: torch.Tensor) -> None:
-    """Copy the upper triangle of the square ``D`` onto its lower triangle, in blocks."""
-    t = D.shape[0]
-    s = min(_MIRROR_BLOCK, t)
-    r = torch.arange(s, device=D.device)
-    below = r[:, None] > r[None, :]
-    for i in range(0, t, s):
-        i1 = min(i + s, t)
-        k = i1 - i
-        blk = D[i:i1, i:i1]
-        blk.copy_(torch.where(below[:k, :k], blk.T, blk))
-        if i1 < t:
-            D[i1:, i:i1].copy_(D[i:i1, i1:].T)
-
-
 def _as_tile(res: Any, shape: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
     if not isinstance(res, (torch.Tensor, np.ndarray)):
         raise ValueError(f"kernel must return a tensor or numpy array, got {type(res).__name__}")
@@ -518,7 +447,7 @@ def _compute_tile(kernel, Xt, Zt, symmetric: bool, a: int, b: int, mm: np.ndarra
     # Passing the same tensor twice lets the analytic kernels take their symmetric path; the
     # copy is ours to mirror in place (the kernel may hand back memory it keeps, e.g. a view).
     D = _as_tile(kernel(Xa, Xa), (rows, rows), dtype).clone(memory_format=torch.contiguous_format)
-    _symmetrize_(D)
+    mirror_upper_(D)
     mm[a:b, a:b] = D.numpy()
     if b < n:
         R = _as_tile(kernel(Xa, Xt[b:]), (rows, n - b), dtype).numpy()
@@ -532,11 +461,11 @@ def _compute_tile(kernel, Xt, Zt, symmetric: bool, a: int, b: int, mm: np.ndarra
 
 
 def compute_kernel_to_file(
-    X: Any,
+    X: ArrayLike,
     out_path: str | os.PathLike,
     kernel: Any = None,
     *,
-    Z: Any = None,
+    Z: ArrayLike = None,
     tile_rows: int | None = None,
     max_memory: float | None = None,
     dtype: Any = None,
@@ -553,7 +482,7 @@ def compute_kernel_to_file(
     X, Z : arrays or tensors (n, d) and (n', d); validated (finite, 2-D, non-empty) and cast to
         ``dtype`` (default: X's float dtype, integer -> float32; Z follows X) on ``device``
         (default: X's device).  The output file has this dtype.
-    kernel : an :class:`ntkdr.kernels.NTK` (default ``NTK()``, the two-layer H1) or any
+    kernel : an :class:`ntkdr.kernels.NTK` (default ``AnalyticNTK()``, the two-layer H1) or any
         callable ``kernel(Xa, Xb)`` returning a tensor / array of shape (len(Xa), len(Xb)).
         It receives tensors of the validated dtype and device.  With ``Z=None`` the kernel is
         taken to be symmetric: only the upper triangle is evaluated and mirrored.
@@ -575,8 +504,15 @@ def compute_kernel_to_file(
     paths = _paths(out_path)
     if tile_rows is not None:
         tile_rows = check_int(tile_rows, "tile_rows", min_value=1)
-    if max_memory is not None:
-        max_memory = check_real(max_memory, "max_memory", positive=True)
+    max_memory = check_max_memory(max_memory)
+    if (
+        isinstance(kernel, AnalyticNTK)
+        and max_memory is not None
+        and kernel.options.max_memory is None
+    ):
+        # the kernel object budgets its own scratch and tile from the same number
+        opts = dataclasses.replace(kernel.options, max_memory=max_memory)
+        kernel = dataclasses.replace(kernel, options=opts)
     if not isinstance(progress, bool):
         raise ValueError(f"progress must be True or False, got {progress!r}")
     Xt, _ = as_matrix(X, "X", dtype=dtype, device=device)
@@ -587,7 +523,7 @@ def compute_kernel_to_file(
         Zt, _ = as_matrix(Z, "Z", dtype=Xt.dtype, device=Xt.device)
         check_same_d(Xt, Zt)
     r, W = _dist_context(rank, world_size)
-    _make_dir(paths.out.parent)
+    make_output_dir(paths.out.parent)
 
     n, m = Xt.shape[0], Zt.shape[0]
     tdtype = Xt.dtype
@@ -620,7 +556,7 @@ def compute_kernel_to_file(
         _step(W, setup, "preparing the partial file")
         t, done = _step(W, lambda: _load_plan(paths, default_rows, n), "reading the records")
         n_tiles = done.size
-        _agree(W, [t, n_tiles, int(done.sum())], "the tiling and the finished tiles")
+        agree_on_ints(W, [t, n_tiles, int(done.sum())], "the tiling and the finished tiles")
         remaining = np.flatnonzero(~done).tolist()
         mine = remaining[r::W]
         if done.any() and r == 0:
@@ -644,7 +580,7 @@ def compute_kernel_to_file(
                         f"tiles {missing} are not marked finished; rerun to complete them"
                     )
                 os.replace(paths.partial, paths.out)
-                _fsync_dir(paths.out.parent)
+                fsync_dir(paths.out.parent)
                 for p in paths.records(with_tmp=True):
                     p.unlink()
 
@@ -676,7 +612,7 @@ def _compute_tiles(
                 _compute_tile(kernel, Xt, Zt, symmetric, a, b, mm, tdtype)
                 mm.flush()  # the values are on disk before the record says so
                 done[i] = True
-                _write_json_atomic(
+                _write_record(
                     record,
                     {
                         "format": FORMAT,
@@ -696,15 +632,3 @@ def _compute_tiles(
     finally:
         mm.flush()
         del mm
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):  # some file systems cannot fsync a directory
-            os.fsync(fd)
-    finally:
-        os.close(fd)

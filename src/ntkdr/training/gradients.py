@@ -22,7 +22,7 @@ from torch import nn
 
 # Which models the closed form (and fit's full tracking) applies to.
 def _is_two_layer(model: nn.Module) -> bool:
-    from .models import TwoLayerReLU
+    from ntkdr.nets.models import TwoLayerReLU
 
     return isinstance(model, TwoLayerReLU)
 

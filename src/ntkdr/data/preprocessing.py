@@ -1,5 +1,5 @@
 """Preprocessing of arrays for the NTK code: row normalisation, centring, standardisation,
-train / test splits and label tasks (SPEC sections 4, 7).
+train / test splits and label tasks.
 
 Numpy-first: every function returns numpy arrays (torch tensors are accepted as input) and
 raises ``ValueError`` naming the argument and the problem.  Label conventions (binary +-1 with
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ntkdr.validation import (
+    ArrayLike,
     as_matrix,
     check_choice,
     check_int,
@@ -39,7 +40,7 @@ def _np_dtype(dtype: Any) -> np.dtype:
     return np.dtype(np.float32 if t == torch.float32 else np.float64)
 
 
-def _as_np_matrix(X: Any, name: str = "X", dtype: Any = None) -> np.ndarray:
+def _as_np_matrix(X: ArrayLike, name: str = "X", dtype: Any = None) -> np.ndarray:
     """Validate a 2-D finite numeric array (via :func:`as_matrix`) and return it as numpy.
 
     Float32 / float64 input keeps its dtype unless ``dtype`` is given; other numeric input
@@ -53,7 +54,7 @@ def _as_np_matrix(X: Any, name: str = "X", dtype: Any = None) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
-def _as_np_labels(y: Any, name: str = "y") -> np.ndarray:
+def _as_np_labels(y: ArrayLike, name: str = "y") -> np.ndarray:
     arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise ValueError(f"{name} must be numeric labels, got dtype {arr.dtype}")
@@ -66,7 +67,7 @@ def _as_np_labels(y: Any, name: str = "y") -> np.ndarray:
     return arr
 
 
-def _label_key(v: Any) -> Any:
+def _label_key(v: ArrayLike) -> Any:
     """Plain Python scalar for a label (so classes print as ``(3, 5)``, not numpy scalars)."""
     v = np.asarray(v).item()
     if isinstance(v, float) and v.is_integer():
@@ -124,7 +125,7 @@ def _binary_mask(y: np.ndarray, classes: Any) -> tuple[np.ndarray, np.ndarray, t
 # --------------------------------------------------------------------------------------------
 # preprocessing
 # --------------------------------------------------------------------------------------------
-def normalize_rows(X: Any, *, dtype: Any = None) -> np.ndarray:
+def normalize_rows(X: ArrayLike, *, dtype: Any = None) -> np.ndarray:
     """Scale every row to unit Euclidean norm (the NTK analysis assumes ||x_i|| = 1).
 
     Float32 / float64 input keeps its dtype (``dtype`` overrides); zero rows raise
@@ -138,7 +139,7 @@ def normalize_rows(X: Any, *, dtype: Any = None) -> np.ndarray:
     return (B / np.linalg.norm(B, axis=1, keepdims=True)).astype(A.dtype, copy=False)
 
 
-def center(X: Any, mean: Any = None, *, dtype: Any = None) -> np.ndarray:
+def center(X: ArrayLike, mean: Any = None, *, dtype: Any = None) -> np.ndarray:
     """Subtract the column means (of ``X``, or the given ``mean``, e.g. the training means)."""
     A = _as_np_matrix(X, "X", dtype)
     if mean is None:
@@ -153,7 +154,7 @@ def center(X: Any, mean: Any = None, *, dtype: Any = None) -> np.ndarray:
 
 
 def standardize(
-    X: Any, mean: Any = None, std: Any = None, *, dtype: Any = None
+    X: ArrayLike, mean: Any = None, std: Any = None, *, dtype: Any = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Zero-mean, unit-variance columns: returns ``(X_std, mean, std)``.
 
@@ -170,8 +171,8 @@ def standardize(
 
 
 def train_test_split(
-    X: Any,
-    y: Any,
+    X: ArrayLike,
+    y: ArrayLike,
     *,
     n_train: int | None = None,
     n_test: int | None = None,
@@ -269,7 +270,7 @@ def _split_indices(
     return tr, te
 
 
-def binary_task(X: Any, y: Any, classes: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def binary_task(X: ArrayLike, y: ArrayLike, classes: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Rows of two classes with labels +-1: returns ``(X_sel, y_pm)``.
 
     ``classes = (a, b)``: rows labelled ``a`` get +1, rows labelled ``b`` get -1, other rows are
@@ -285,7 +286,7 @@ def binary_task(X: Any, y: Any, classes: Any = None) -> tuple[np.ndarray, np.nda
 
 
 def one_hot(
-    y: Any, classes: Any = None, *, centered: bool = False, dtype: Any = None
+    y: ArrayLike, classes: Any = None, *, centered: bool = False, dtype: Any = None
 ) -> np.ndarray:
     """One-hot regression targets ``(n, C)`` for multiclass NTK regression.
 

@@ -1,0 +1,81 @@
+"""The memory budget: one byte-size parser, one default and one meaning of ``None``.
+
+Every function that takes ``max_memory`` (kernels, tiled kernel files, empirical NTKs, the
+regression estimators, the command line) reads it through :func:`check_max_memory`, so the
+same value means the same thing everywhere:
+
+* a positive number of bytes, or a size string: ``"2GB"`` is ``2 * 10**9`` bytes and ``"2GiB"``
+  is ``2**31`` (SI and IEC prefixes as in the International System of Units / IEC 80000-13),
+  ``"512MB"``, ``"1.5GiB"``, ``"4096"`` or ``"4096B"``; anything else is a one-line
+  ``ValueError``;
+* ``None``: no cap on the results a caller asks for; working buffers (tiles, scratch, chunks)
+  are sized from :data:`DEFAULT_MAX_MEMORY`.
+
+The value is checked once where it enters (a public function, an estimator's ``fit``, the
+command line) and then passed down as a number.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from numbers import Real
+from typing import Any
+
+__all__ = ["DEFAULT_MAX_MEMORY", "parse_bytes", "check_max_memory", "working_budget"]
+
+#: Working-set budget (bytes) for tiles, scratch buffers and chunks when ``max_memory`` is None.
+DEFAULT_MAX_MEMORY = 256 * 2**20
+
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+
+
+def _rule(name: str) -> str:
+    return (
+        f"{name} must be a positive number of bytes; expected a size such as 512MB or 2GB "
+        "(10^9 bytes) or 2GiB (2^31 bytes)"
+    )
+
+
+def parse_bytes(value: Any, name: str = "max_memory") -> float:
+    """A size in bytes from a positive number or a string such as ``"2GB"`` / ``"1.5GiB"``.
+
+    Decimal prefixes are powers of ten (``"2GB"`` = 2*10^9), binary ones powers of two
+    (``"2GiB"`` = 2^31); a bare number is bytes.  Strings give whole bytes (an ``int``); a
+    number is returned as given.  Anything else is a one-line ``ValueError`` naming ``name``.
+    """
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        unit = m.group(2).upper() if m else None
+        if m is None or unit not in _UNITS:
+            raise ValueError(f"{_rule(name)}, got {value!r}")
+        num: float = float(m.group(1)) * _UNITS[unit]
+    elif isinstance(value, Real) and not isinstance(value, bool):
+        num = value  # type: ignore[assignment]
+    else:
+        raise ValueError(f"{_rule(name)}, got {value!r}")
+    if not (float(num) > 0 and math.isfinite(float(num)) and float(num) < 2.0**63):
+        raise ValueError(f"{name} must be > 0 and finite, got {value!r} ({_rule(name)})")
+    return int(num) if isinstance(value, str) else num
+
+
+def check_max_memory(value: Any, name: str = "max_memory") -> float | None:
+    """``None`` (no cap on results; buffers from :data:`DEFAULT_MAX_MEMORY`) or bytes, parsed once."""
+    return None if value is None else parse_bytes(value, name)
+
+
+def working_budget(max_memory: float | None) -> float:
+    """Bytes for working buffers: ``max_memory`` itself, or :data:`DEFAULT_MAX_MEMORY` for None."""
+    return DEFAULT_MAX_MEMORY if max_memory is None else max_memory
