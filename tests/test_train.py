@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -473,7 +474,10 @@ def test_resume_rejects_mismatched_runs_and_bad_files(tmp_path):
             resume=True,
             progress=False,
         )
-    with pytest.raises(ValueError, match="does not match this model"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds a different model: W has shape \(128, 8\) there and \(64, 8\) here \(width 128 in the checkpoint, 64 asked\)",
+    ):
         fit(
             TwoLayerReLU(8, 64),
             X,
@@ -488,8 +492,14 @@ def test_resume_rejects_mismatched_runs_and_bad_files(tmp_path):
         )
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="cannot read checkpoint"):
+    with pytest.raises(ValueError, match="is corrupt or not an ntkdr training checkpoint") as err:
         fit(TwoLayerReLU(8, 128), X, y, 2, lr=0.05, checkpoint=bad, resume=True, progress=False)
+    assert "weights_only" not in str(err.value)  # never advise loading untrusted pickles
+    # a truncated real checkpoint is reported the same way
+    bad.write_bytes(Path(ck).read_bytes()[:200])
+    with pytest.raises(ValueError, match="is corrupt or not an ntkdr training checkpoint") as err:
+        fit(TwoLayerReLU(8, 128), X, y, 2, lr=0.05, checkpoint=bad, resume=True, progress=False)
+    assert "weights_only" not in str(err.value)
 
 
 def test_callback_can_stop_early():

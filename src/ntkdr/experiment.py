@@ -56,7 +56,7 @@ class RunConfig:
         from ntkdr.sketches import SKETCH_KINDS
 
         V.check_int(self.width, "width", min_value=1)
-        V.check_int(self.steps, "steps", min_value=0)
+        V.check_int(self.steps, "steps", min_value=0, max_value=V.MAX_STEPS)
         V.check_int(self.seeds, "seeds", min_value=1, max_value=1000)
         V.check_int(self.seed, "seed", min_value=0)
         V.check_real(self.tolerance, "tolerance", positive=True)
@@ -297,6 +297,13 @@ def run_experiment(cfg: RunConfig) -> dict[str, Any]:
     device = V.resolve_device(cfg.device)
     task = load_task(cfg.data, cfg.dataset, cfg.classes, cfg.n_train, cfg.n_test, cfg.seed)
     n, d = task.X.shape
+    if cfg.train:  # the dense net's weights and ~4 n x m training arrays, refused before any work
+        V.check_memory(
+            cfg.width * (d + 1) * (8 + dtype.itemsize) + 4 * n * cfg.width * dtype.itemsize,
+            f"width m = {cfg.width} (a {cfg.width} x {d} first layer, trained on {n} rows)",
+            "use a smaller width",
+            device,
+        )
     notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", V.ParallelRowsWarning)

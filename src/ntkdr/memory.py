@@ -1,4 +1,4 @@
-"""The memory budget: one byte-size parser, one default and one meaning of ``None``.
+"""The memory budget: one byte-size parser, one default, one meaning of ``None``, and the check of a request against the memory available.
 
 Every function that takes ``max_memory`` (kernels, tiled kernel files, empirical NTKs, the
 regression estimators, the command line) reads it through :func:`check_max_memory`, so the
@@ -17,12 +17,24 @@ command line) and then passed down as a number.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
 from numbers import Real
 from typing import Any
 
-__all__ = ["DEFAULT_MAX_MEMORY", "parse_bytes", "check_max_memory", "working_budget"]
+import torch
+
+__all__ = [
+    "DEFAULT_MAX_MEMORY",
+    "parse_bytes",
+    "check_max_memory",
+    "working_budget",
+    "format_bytes",
+    "available_memory",
+    "check_memory",
+]
 
 #: Working-set budget (bytes) for tiles, scratch buffers and chunks when ``max_memory`` is None.
 DEFAULT_MAX_MEMORY = 256 * 2**20
@@ -79,3 +91,45 @@ def check_max_memory(value: Any, name: str = "max_memory") -> float | None:
 def working_budget(max_memory: float | None) -> float:
     """Bytes for working buffers: ``max_memory`` itself, or :data:`DEFAULT_MAX_MEMORY` for None."""
     return DEFAULT_MAX_MEMORY if max_memory is None else max_memory
+
+
+def format_bytes(nbytes: float) -> str:
+    """``'3.2e+12 bytes (2.9 TiB)'`` -- the exact count and a binary-prefixed size."""
+    size, unit = float(nbytes), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if size < 1024 or unit == "EiB":
+            break
+        size /= 1024
+    return f"{float(nbytes):.3g} bytes ({size:.3g} {unit})"
+
+
+def available_memory(device: Any = None) -> int:
+    """Bytes that can still be allocated on ``device``: free CUDA memory, or the kernel's
+    ``MemAvailable`` (Linux; physical memory elsewhere) for the CPU."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        return int(torch.cuda.mem_get_info(dev)[0])
+    with contextlib.suppress(OSError), open("/proc/meminfo") as fh:  # Linux
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # no way to tell: do not refuse
+        return 2**63
+
+
+def check_memory(nbytes: float, what: str, advice: str, device: Any = None) -> None:
+    """Refuse, before allocating, a request that cannot fit: ``ValueError`` naming the bytes
+    needed, the bytes available and what to change (``advice``)."""
+    avail = available_memory(device)
+    if nbytes > avail:
+        dev = (
+            "the GPU"
+            if device is not None and torch.device(device).type == "cuda"
+            else "this machine"
+        )
+        raise ValueError(
+            f"{what} needs {format_bytes(nbytes)}, but {format_bytes(avail)} are available on "
+            f"{dev}; {advice}"
+        )

@@ -17,9 +17,17 @@ from typing import Any, TypeAlias
 import numpy as np
 import torch
 
+# the request-size checks live with the memory budget; re-exported here where callers look
+from ntkdr.memory import available_memory, check_memory, format_bytes
+
 __all__ = [
     "ArrayLike",
+    "MAX_DEPTH",
+    "MAX_STEPS",
     "ParallelRowsWarning",
+    "available_memory",
+    "check_memory",
+    "format_bytes",
     "as_matrix",
     "as_labels",
     "check_same_d",
@@ -289,3 +297,13 @@ def warn_parallel_rows(X: torch.Tensor, name: str = "X") -> list[tuple[int, int]
 def to_output(t: torch.Tensor, as_numpy: bool) -> Any:
     """Return ``t`` as a numpy array if the caller gave numpy, else as the tensor."""
     return t.detach().cpu().numpy() if as_numpy else t
+
+
+#: Deepest kernel / network accepted.  Deep ReLU kernels converge to a constant correlation
+#: within a few hundred layers (Hayou et al., ICML 2019), and a depth-L kernel costs L passes
+#: over the n x n' result, so a larger depth is a typo, not a request.
+MAX_DEPTH = 1000
+
+#: Most training steps accepted in one call.  Ten million full-batch steps of even the smallest
+#: network take days; a larger count is a typo (the progress bar shows the time left below it).
+MAX_STEPS = 10_000_000

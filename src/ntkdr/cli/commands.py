@@ -80,7 +80,7 @@ def train_command(args: argparse.Namespace) -> None:
     rank, _ = D.init_from_env(device=args.device)
     try:
         V.check_int(args.width, "--width", min_value=1)
-        V.check_int(args.steps, "--steps", min_value=0)
+        V.check_int(args.steps, "--steps", min_value=0, max_value=V.MAX_STEPS)
         V.check_int(args.checkpoint_every, "--checkpoint-every", min_value=1)
         lr = _parse_lr(args.lr)
         dtype = V.resolve_dtype(args.dtype)
@@ -177,7 +177,7 @@ def kernel_command(args: argparse.Namespace) -> None:
     if args.tile is not None:
         V.check_int(args.tile, "--tile", min_value=1)
     if args.depth is not None:
-        V.check_int(args.depth, "--depth", min_value=1)
+        V.check_int(args.depth, "--depth", min_value=1, max_value=V.MAX_DEPTH)
     dtype = V.resolve_dtype(args.dtype)
     device = V.resolve_device(args.device)
     X = _kernel_inputs(args)

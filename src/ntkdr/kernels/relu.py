@@ -60,7 +60,15 @@ import torch
 
 from ntkdr._numerics import ldexp_exact as _ldexp
 from ntkdr.kernels.engine import _check_max_memory, _check_tile, _finish, _prepare, _run
-from ntkdr.validation import ArrayLike, as_matrix, check_choice, check_int, check_real, to_output
+from ntkdr.validation import (
+    MAX_DEPTH,
+    ArrayLike,
+    as_matrix,
+    check_choice,
+    check_int,
+    check_real,
+    to_output,
+)
 
 __all__ = [
     "two_layer_ntk",
@@ -273,7 +281,7 @@ def _two_layer_plan(layers: Any, kappa: Any) -> _TwoLayerPlan:
 
 
 def _fc_plan(depth: Any, w_std: Any, b_std: Any, w_out: Any, d: int) -> _FCPlan:
-    depth = check_int(depth, "depth", min_value=1)
+    depth = check_int(depth, "depth", min_value=1, max_value=MAX_DEPTH)
     w_std = check_real(w_std, "w_std", positive=True)
     b_std = check_real(b_std, "b_std", min_value=0.0)
     w_out = check_real(w_out, "w_out", positive=True)

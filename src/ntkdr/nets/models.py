@@ -24,7 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ntkdr.memory import check_memory
 from ntkdr.validation import (
+    MAX_DEPTH,
     ArrayLike,
     as_matrix,
     check_int,
@@ -180,6 +182,14 @@ class TwoLayerReLU(nn.Module):
         self.train_output, self.train_sketch = bool(train_output), bool(train_sketch)
         self.sketch = sketch
         self.d_in = d if sketch is None else int(sketch.k)
+        # W is drawn in float64 and then cast: refuse a width that cannot fit before drawing it
+        n_w = m * self.d_in + m * out_dim + (0 if sketch is None else self.d_in * d)
+        check_memory(
+            n_w * (8 + dtype.itemsize),
+            f"width m = {m} (a {m} x {self.d_in} first layer)",
+            "use a smaller width",
+            device,
+        )
 
         gen = _generator(seed, "TwoLayerReLU")
         W = torch.randn(m, self.d_in, generator=gen, dtype=torch.float64).mul_(kappa)
@@ -482,7 +492,9 @@ class DeepReLU(nn.Module):
         super().__init__()
         self.d = check_int(d, "d", min_value=1)
         if isinstance(widths, (int, np.integer)) and not isinstance(widths, bool):
-            depth = 1 if depth is None else check_int(depth, "depth", min_value=1)
+            depth = (
+                1 if depth is None else check_int(depth, "depth", min_value=1, max_value=MAX_DEPTH)
+            )
             widths = [check_int(widths, "width", min_value=1)] * depth
         else:
             if depth is not None:
@@ -497,6 +509,8 @@ class DeepReLU(nn.Module):
                 ) from exc
             if not widths:
                 raise ValueError("widths is empty: the net needs at least one hidden layer")
+        if len(widths) > MAX_DEPTH:
+            raise ValueError(f"depth must be <= {MAX_DEPTH}, got {len(widths)} hidden layers")
         self.widths = tuple(widths)
         self.depth = len(widths)
         self.w_std = check_real(w_std, "w_std", min_value=0.0)
@@ -517,6 +531,13 @@ class DeepReLU(nn.Module):
                 raise ValueError(
                     f"factorize keys must be layer indices in 0..{self.depth}, got {idx!r}"
                 )
+        n_w = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+        check_memory(
+            n_w * (8 + dtype.itemsize),
+            f"widths {list(self.widths)} ({n_w} parameters)",
+            "use smaller widths",
+            device,
+        )
         gen = _generator(seed, "DeepReLU")
         layers = []
         for l in range(self.depth + 1):

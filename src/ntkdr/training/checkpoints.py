@@ -148,15 +148,62 @@ def _load_checkpoint(ck_path: str, model: nn.Module) -> dict:
     try:
         # CPU first: generator / RNG states must stay on the CPU; load_state_dict moves the rest
         ck = torch.load(ck_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unreadable / truncated / not a torch file
-        raise ValueError(f"cannot read checkpoint {ck_path!r}: {exc}") from exc
+    except Exception:  # torch's message advises weights_only=False: never pass that on
+        raise ValueError(
+            f"checkpoint {ck_path!r} is corrupt or not an ntkdr training checkpoint "
+            "(it cannot be read as one); delete it to start afresh"
+        ) from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{ck_path!r} is not an ntkdr training checkpoint ({CHECKPOINT_FORMAT})")
+    saved = ck.get("init_model")
+    if not isinstance(saved, dict):
+        raise ValueError(f"checkpoint {ck_path!r} is corrupt: it holds no initial model")
+    _check_same_architecture(saved, model, ck_path)
     try:  # restore the initial weights first: W(0) and Theta(0) refer to them
-        model.load_state_dict(ck["init_model"])
+        model.load_state_dict(saved)
     except (RuntimeError, KeyError) as exc:
         raise ValueError(f"checkpoint {ck_path!r} does not match this model: {exc}") from exc
     return ck
+
+
+def _check_same_architecture(saved: dict, model: nn.Module, path: str) -> None:
+    """Name the setting that differs between the checkpoint's model and ``model``."""
+    here = model.state_dict()
+    missing = sorted(set(here) - set(saved))
+    extra = sorted(set(saved) - set(here))
+    if missing or extra:
+        what = []
+        if "S" in missing or "S" in extra:
+            what.append(
+                "the checkpoint's network is factorized (W = U S) and this one is dense"
+                if "S" in extra
+                else "the checkpoint's network is dense and this one is factorized (W = U S)"
+            )
+        if missing and not what:
+            what.append(f"this model has parameters {missing} that the checkpoint lacks")
+        if extra and not what:
+            what.append(f"the checkpoint has parameters {extra} that this model lacks")
+        raise ValueError(f"checkpoint {path!r} holds a different model: {'; '.join(what)}")
+    for key, t in here.items():
+        s = saved[key]
+        if not isinstance(s, torch.Tensor) or tuple(s.shape) != tuple(t.shape):
+            shape = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
+            hint = _setting_hint(key, shape, tuple(t.shape))
+            raise ValueError(
+                f"checkpoint {path!r} holds a different model: {key} has shape {shape} there "
+                f"and {tuple(t.shape)} here{hint}"
+            )
+
+
+def _setting_hint(key: str, saved: Any, here: tuple) -> str:
+    """The TwoLayerReLU setting behind a shape mismatch: W is m x d_in, a is (m,) or (m, c)."""
+    if not isinstance(saved, tuple) or len(saved) != len(here) or key not in ("W", "a"):
+        return ""
+    if saved[0] != here[0]:
+        return f" (width {saved[0]} in the checkpoint, {here[0]} asked)"
+    if key == "W":
+        return f" (input / sketch dimension {saved[1]} in the checkpoint, {here[1]} asked)"
+    return f" (output dimension {saved[1]} in the checkpoint, {here[1]} asked)"
 
 
 def _check_resume_config(ck: dict, config: dict, steps: int, path: str) -> None:

@@ -78,6 +78,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ntkdr.memory import check_memory
 from ntkdr.nets.models import model_dtype_device
 from ntkdr.theory.spectra import top_eigenvalue
 from ntkdr.training import distributed as D
@@ -96,7 +97,15 @@ from ntkdr.training.checkpoints import (
 from ntkdr.training.collectives import _Comm
 from ntkdr.training.gradients import _ClosedFormGrads, _is_two_layer, _sketch_trained
 from ntkdr.training.stepsize import LR_RULES, _empirical_kernel, _resolve_lr, _resume_lr
-from ntkdr.validation import ArrayLike, as_labels, as_matrix, check_choice, check_int, check_real
+from ntkdr.validation import (
+    MAX_STEPS,
+    ArrayLike,
+    as_labels,
+    as_matrix,
+    check_choice,
+    check_int,
+    check_real,
+)
 
 __all__ = ["History", "fit", "time_gd_step", "OPTIMIZERS", "LR_RULES", "CHECKPOINT_FORMAT"]
 
@@ -448,7 +457,7 @@ def fit(
     """
     # ---- validation
     dtype, device = _check_model(model)
-    steps = check_int(steps, "steps", min_value=0)
+    steps = check_int(steps, "steps", min_value=0, max_value=MAX_STEPS)
     optimizer = check_choice(optimizer, "optimizer", OPTIMIZERS)
     grad = check_choice(grad, "grad", GRAD_METHODS)
     track_every = check_int(track_every, "track_every", min_value=1)
@@ -500,6 +509,13 @@ def fit(
         Xs, ys = _prepare_inputs(model, X_test, y_test, "X_test", "y_test")
 
     two_layer = _is_two_layer(model)
+    if two_layer:  # pre-activations, patterns and their copies: about 4 n x m arrays per pass
+        check_memory(
+            4 * batch_size * model.m * Xt.element_size(),
+            f"training width m = {model.m} on {batch_size} rows",
+            "use a smaller width or fewer rows",
+            device,
+        )
     if ntk_every is None and n > _DEFAULT_DRIFT_MAX_N:
         ntk_every = 0  # default drift tracking costs n x n kernels and an O(n^3) eigensolve
     ck = None
