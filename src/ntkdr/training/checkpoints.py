@@ -143,6 +143,37 @@ def _atomic_save(obj: Any, path: str) -> None:
         torch.save(obj, tmp)
 
 
+class Checkpointer:
+    """Writes the checkpoint of one run (nothing when ``path`` is None, e.g. on ranks > 0).
+
+    A checkpoint holds the trainer's state (model, optimizer, batch order), the history up to
+    the step, the RNG states, the model at initialisation and the run's ``config`` (what a
+    resume must match), written atomically (:mod:`ntkdr.io`).
+    """
+
+    def __init__(
+        self, path: str | None, trainer: Any, *, init_state: dict, config: dict, cuda: bool
+    ) -> None:
+        self.path, self.trainer = path, trainer
+        self.init_state, self.config, self.cuda = init_state, config, cuda
+
+    def save(self, step_done: int, hist: History, wall: float) -> None:
+        if self.path is None:
+            return
+        state = self.trainer.state()
+        state.update(
+            format=CHECKPOINT_FORMAT,
+            step=step_done,
+            history=_truncate_history(hist, step_done).to_dict(),
+            torch_rng=torch.get_rng_state(),
+            init_model=self.init_state,
+            config=self.config,
+            wall=wall,
+            cuda_rng=torch.cuda.get_rng_state_all() if self.cuda else None,
+        )
+        _atomic_save(state, self.path)
+
+
 def _load_checkpoint(ck_path: str, model: nn.Module) -> dict:
     """Read a checkpoint written by ``fit`` and restore the model's *initial* weights from it."""
     try:

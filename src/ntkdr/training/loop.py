@@ -80,13 +80,12 @@ from torch import nn
 
 from ntkdr.memory import check_memory
 from ntkdr.nets.models import model_dtype_device
-from ntkdr.theory.spectra import top_eigenvalue
 from ntkdr.training import distributed as D
 from ntkdr.training.checkpoints import (
     _NAN,
     CHECKPOINT_FORMAT,
+    Checkpointer,
     History,
-    _atomic_save,
     _check_resume_config,
     _load_checkpoint,
     _truncate_history,
@@ -95,8 +94,10 @@ from ntkdr.training.checkpoints import (
 # History / checkpoints, collectives, closed-form gradients and step-size rules live in their
 # own modules; the public names are re-exported here (``ntkdr.train.History`` etc.).
 from ntkdr.training.collectives import _Comm
-from ntkdr.training.gradients import _ClosedFormGrads, _is_two_layer, _sketch_trained
+from ntkdr.training.gradients import _is_two_layer, _sketch_trained
 from ntkdr.training.stepsize import LR_RULES, _empirical_kernel, _resolve_lr, _resume_lr
+from ntkdr.training.tracker import Tracker, _spectral_norm_sym
+from ntkdr.training.trainer import _Trainer
 from ntkdr.validation import (
     MAX_STEPS,
     ArrayLike,
@@ -112,10 +113,6 @@ __all__ = ["History", "fit", "time_gd_step", "OPTIMIZERS", "LR_RULES", "CHECKPOI
 OPTIMIZERS = ("gd", "sgd", "adam")
 GRAD_METHODS = ("auto", "closed_form", "autograd")
 
-# CPU column blocks of the closed-form step: an (n x block) slab of F W^T of about this many
-# bytes stays in the per-core cache between the GEMM and the elementwise passes.
-_BLOCK_BYTES = 1 << 20
-_MIN_BLOCK = 64
 # ntk_every=None tracks the NTK drift (first and last step) only up to this many training points.
 _DEFAULT_DRIFT_MAX_N = 5000
 
@@ -130,244 +127,6 @@ def _fingerprint(*tensors: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def _spectral_norm_sym(D: torch.Tensor) -> float:
-    """``||D||_2`` of a symmetric matrix: max |eigenvalue| (float64)."""
-    D64 = D.detach().to(torch.float64)
-    D64 = 0.5 * (D64 + D64.T)
-    return top_eigenvalue(D64, magnitude=True)
-
-
-def _accuracy_kind(y: torch.Tensor) -> str | None:
-    if y.ndim == 2 and y.shape[1] > 1:
-        return "argmax"
-    if bool(((y == 1) | (y == -1)).all()):
-        return "sign"
-    return None
-
-
-def _accuracy(u: torch.Tensor, y: torch.Tensor, kind: str | None) -> float:
-    if kind == "argmax":
-        return float((u.argmax(dim=1) == y.argmax(dim=1)).to(torch.float64).mean())
-    if kind == "sign":
-        pred = torch.where(u >= 0, 1.0, -1.0).to(y.dtype)
-        return float((pred == y).to(torch.float64).mean())
-    return _NAN
-
-
-def _half_sq(u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    r = u - y
-    return 0.5 * (r * r).sum()
-
-
-def _take(T: torch.Tensor, sel: Any) -> torch.Tensor:
-    """Rows ``sel`` of ``T``: all (None), a contiguous view (slice) or a gather (index tensor)."""
-    if sel is None:
-        return T
-    if isinstance(sel, slice):
-        return T[sel]
-    return T.index_select(0, sel)
-
-
-def _sel_len(sel: Any, n: int) -> int:
-    if sel is None:
-        return n
-    if isinstance(sel, slice):
-        return sel.stop - sel.start
-    return int(sel.numel())
-
-
-# ============================================================================ the trainer
-class _Trainer(_ClosedFormGrads):
-    """State and mechanics of one training run (shared by :func:`fit` and :func:`time_gd_step`)."""
-
-    def __init__(self, model, X, y, optimizer, batch_size, lr_value, seed, grad, F=None, comm=None):
-        self.model = model
-        self.X, self.y = X, y
-        self.n = X.shape[0]
-        # data parallel: this rank's contiguous shard of the training set (all of it otherwise)
-        self.comm = comm
-        self.shard = comm.shard(self.n) if comm is not None else None
-        self.optimizer_name = optimizer
-        self.batch_size = batch_size
-        self.two_layer = _is_two_layer(model)
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        if not self.params:
-            raise ValueError(
-                "the model has no parameters with requires_grad=True: nothing to train"
-            )
-
-        # Features: computed once when they do not depend on trained parameters.
-        self.F = None
-        if self.two_layer and not _sketch_trained(model):
-            if F is None:
-                with torch.no_grad():
-                    F = model.features(X)
-            self.F = F.detach()
-
-        self.closed_form = False
-        if grad != "autograd" and self.two_layer:
-            ok = self._closed_form_applicable()
-            if grad == "closed_form" and not ok:
-                raise ValueError(
-                    "grad='closed_form' needs a TwoLayerReLU whose sketch is not trained and whose "
-                    "trained parameters are W (and optionally a); use grad='autograd'"
-                )
-            self.closed_form = ok
-        elif grad == "closed_form":
-            raise ValueError(f"grad='closed_form' needs a TwoLayerReLU, got {type(model).__name__}")
-        self.grad_method = "closed_form" if self.closed_form else "autograd"
-
-        if optimizer in ("gd", "sgd"):
-            self.opt = torch.optim.SGD(self.params, lr=lr_value)
-        else:
-            self.opt = torch.optim.Adam(self.params, lr=lr_value)
-        self.gen = torch.Generator().manual_seed(int(seed))
-        self._scratch: torch.Tensor | None = None
-        self._grads: dict[int, torch.Tensor] = {}
-        self.perm: torch.Tensor | None = None
-        self.batch_pos = 0
-
-    # ---------------------------------------------------------------- closed form
-    # The blocked closed-form passes are in ntkdr.gradients; the block width is chosen here.
-    def _block(self, n: int) -> int:
-        """Neurons per column block: the ``n x block`` slab of ``F W^T`` stays in cache (CPU).
-
-        On CUDA one block (large GEMMs are best there)."""
-        M = self.model.m
-        if self.X.device.type != "cpu":
-            return M
-        elt = self.X.element_size()
-        cb = _BLOCK_BYTES // max(1, n * elt)
-        cb = max(_MIN_BLOCK, (cb // 64) * 64)
-        return min(M, cb)
-
-    # ---------------------------------------------------------------- batches
-    def next_batch(self) -> torch.Tensor | None:
-        """Indices of the next mini-batch (None: the whole training set, no shuffling)."""
-        if self.optimizer_name == "gd":
-            return None
-        if self.perm is None or self.batch_pos >= self.n:
-            self.perm = torch.randperm(self.n, generator=self.gen)
-            self.batch_pos = 0
-        idx = self.perm[self.batch_pos : self.batch_pos + self.batch_size]
-        self.batch_pos += self.batch_size
-        return idx.to(self.X.device)
-
-    # ---------------------------------------------------------------- one step
-    def flip_fraction(self, count: float | None) -> float | None:
-        """Fraction of the ``n x m`` activation patterns that flipped, from a (global) count."""
-        return None if count is None else count / (self.n * self.model.m)
-
-    def compute_grads(
-        self, idx: torch.Tensor | None, mask0: torch.Tensor | None = None, stats: bool = False
-    ):
-        """Gradients of the batch loss into ``.grad``; returns (batch loss, flips, tracking seconds).
-
-        ``idx`` is the global batch (None: the full training set); ``mask0`` applies to the full
-        batch only (this rank's shard of it when data parallel).  Data parallel: this rank
-        differentiates its shard of the batch and the gradients are summed over ranks; with
-        ``stats`` the returned loss and flips are global too (one more tiny collective)."""
-        if self.comm is None:
-            sel = idx
-        elif idx is None:
-            sel = self.shard
-        else:
-            sel = idx[self.comm.shard(idx.numel())]
-        mask0 = mask0 if idx is None else None
-        count, t_track = None, 0.0
-        if _sel_len(sel, self.n) == 0:  # more ranks than batch rows: contribute zeros
-            for p in self.params:
-                p.grad = torch.zeros_like(p)
-            loss = 0.0
-            count = 0.0 if mask0 is not None else None
-        elif self.closed_form:
-            loss, count, t_track = self._closed_grads(_take(self.F, sel), _take(self.y, sel), mask0)
-        else:
-            self.opt.zero_grad(set_to_none=True)
-            yb = _take(self.y, sel)
-            if self.F is not None:
-                out = self.model.forward_features(_take(self.F, sel))
-            else:
-                out = self.model(_take(self.X, sel))
-            lt = _half_sq(out.reshape(yb.shape), yb)
-            lt.backward()
-            loss = float(lt.detach())
-            for p in self.params:  # a parameter the loss does not reach still takes part in the sum
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-        if self.comm is not None:
-            self.comm.sum_grads(self.params)
-            if stats:
-                t0 = time.perf_counter()
-                loss, c = self.comm.scalars(loss, 0.0 if count is None else count)
-                count = None if count is None else c
-                t_track += time.perf_counter() - t0
-        return loss, self.flip_fraction(count), t_track
-
-    def apply(self) -> None:
-        self.opt.step()
-        if self.closed_form:
-            for p in self.params:
-                p.grad = None
-
-    # ---------------------------------------------------------------- evaluation
-    def outputs(self, X: torch.Tensor, F: torch.Tensor | None = None) -> torch.Tensor:
-        with torch.no_grad():
-            if F is not None:
-                return self.model.forward_features(F)
-            return self.model(X)
-
-    def train_eval(self, mask0: torch.Tensor | None):
-        """Full training-set loss (and pattern flips for TwoLayerReLU) of the current model.
-
-        Data parallel: each rank evaluates its shard (``mask0`` is the shard's) and the loss
-        and flip count are summed over ranks."""
-        loss, count = self._eval_local(mask0 if self.two_layer else None)
-        if self.comm is not None:
-            loss, c = self.comm.scalars(loss, 0.0 if count is None else count)
-            count = None if count is None else c
-        return loss, self.flip_fraction(count)
-
-    def _eval_local(self, mask0: torch.Tensor | None):
-        sel = self.shard
-        if _sel_len(sel, self.n) == 0:
-            return 0.0, (0.0 if mask0 is not None else None)
-        y = _take(self.y, sel)
-        with torch.no_grad():
-            if self.two_layer:
-                m = self.model
-                F = _take(self.F, sel) if self.F is not None else m.features(_take(self.X, sel))
-                if self.closed_form:
-                    u, _, count, _ = self._pass1(F, mask0, keep_masks=False)
-                    r = u.sub_(y)
-                    return 0.5 * float((r * r).sum()), count
-                count = None
-                if mask0 is not None:
-                    count = float(((F @ m.W.T >= 0) != mask0).sum())
-                u = m.forward_features(F)
-                return float(_half_sq(u.reshape(y.shape), y)), count
-            u = self.model(_take(self.X, sel))
-            return float(_half_sq(u.reshape(y.shape), y)), None
-
-    # ---------------------------------------------------------------- checkpoint state
-    def state(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "generator": self.gen.get_state(),
-            "perm": self.perm,
-            "batch_pos": self.batch_pos,
-        }
-
-    def load_state(self, ck: dict[str, Any]) -> None:
-        self.model.load_state_dict(ck["model"])
-        self.opt.load_state_dict(ck["optimizer"])
-        self.gen.set_state(ck["generator"])
-        self.perm = ck["perm"]
-        self.batch_pos = int(ck["batch_pos"])
-
-
-# ============================================================================ validation
 def _check_model(model: Any) -> tuple[torch.dtype, torch.device]:
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -588,17 +347,6 @@ def fit(
             else:
                 Fm = torch.zeros(0, model.d_in, dtype=dtype, device=device)
             mask0 = (Fm @ W0.T) >= 0
-    # test set: this rank's shard of it (all of it without data parallelism)
-    n_test = Xs.shape[0] if Xs is not None else 0
-    tsl = comm.shard(n_test) if comm is not None else slice(0, n_test)
-    test_rows = tsl.stop > tsl.start
-    Xs_l = Xs[tsl] if Xs is not None else None
-    ys_l = ys[tsl] if ys is not None else None
-    Fs = None
-    if Xs is not None and trainer.F is not None and test_rows:
-        with torch.no_grad():
-            Fs = model.features(Xs_l)
-    acc_kind = _accuracy_kind(ys) if ys is not None else None
 
     hist = History(
         lr=float(lr_value),
@@ -642,69 +390,27 @@ def fit(
     if checkpoint_every is None:
         checkpoint_every = max(1, steps // 10)
 
-    def save(step_done: int) -> None:
-        if ck_path is None or not root:  # replicated state: rank 0 writes it
-            return
-        state = trainer.state()
-        state.update(
-            format=CHECKPOINT_FORMAT,
-            step=step_done,
-            history=_truncate_history(hist, step_done).to_dict(),
-            torch_rng=torch.get_rng_state(),
-            init_model=init_state,
-            config=config,
-            wall=wall,
-            cuda_rng=torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-        )
-        _atomic_save(state, ck_path)
+    checkpointer = Checkpointer(
+        ck_path if root else None,  # replicated state: rank 0 writes it
+        trainer,
+        init_state=init_state,
+        config=config,
+        cuda=device.type == "cuda",
+    )
 
-    def record(t: int, loss: float, flips: float | None) -> bool:
-        hist.step.append(t)
-        hist.train_loss.append(loss)
-        hist.wall_time.append(wall)
-        if Xs is not None and comm is None:
-            us = trainer.outputs(Xs, Fs).reshape(ys.shape)
-            hist.test_loss.append(float(_half_sq(us, ys)))
-            if acc_kind is not None:
-                hist.test_accuracy.append(_accuracy(us, ys, acc_kind))
-        elif Xs is not None:  # sums over the ranks' test shards
-            tl = hits = 0.0
-            if test_rows:
-                us = trainer.outputs(Xs_l, Fs).reshape(ys_l.shape)
-                tl = float(_half_sq(us, ys_l))
-                if acc_kind is not None:
-                    hits = _accuracy(us, ys_l, acc_kind) * ys_l.shape[0]
-            tl, hits = comm.scalars(tl, hits)
-            hist.test_loss.append(tl)
-            if acc_kind is not None:
-                hist.test_accuracy.append(round(hits) / n_test)
-        if two_layer:
-            with torch.no_grad():
-                dW = model.W.detach() - W0
-                hist.weight_change_fro.append(float(dW.norm()))
-                hist.weight_change_max_row.append(float(dW.norm(dim=1).max()))
-            hist.pattern_flip_fraction.append(_NAN if flips is None else flips)
-            want = track_ntk and (
-                (ntk_every is None and (t == 0 or t == steps))
-                or (ntk_every and (t % ntk_every == 0 or t == steps))
-            )
-            if want and t == 0:
-                hist.ntk_drift.append(0.0)
-            elif want:
-
-                def drift():
-                    Kt = _empirical_kernel(model, Xt, trainer.F)
-                    return _spectral_norm_sym(Kt - K0) / K0_norm, None
-
-                hist.ntk_drift.append(drift()[0] if comm is None else comm.root_call(drift)[0])
-            else:
-                hist.ntk_drift.append(_NAN)
-        if bar is not None:
-            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-        stop = bool(callback(t, model, hist)) if callback is not None else False
-        if comm is not None:  # one rank's callback stops all of them at the same step
-            stop = comm.any(stop)
-        return stop
+    tracker = Tracker(
+        hist,
+        trainer,
+        Xs,
+        ys,
+        W0=W0,
+        K0=K0,
+        K0_norm=K0_norm,
+        track_ntk=track_ntk,
+        ntk_every=ntk_every,
+        steps=steps,
+        callback=callback,
+    )
 
     bar = None
     if progress and root and steps > start and sys.stderr.isatty():
@@ -713,6 +419,7 @@ def fit(
         bar = tqdm(
             total=steps, initial=start, desc=f"fit ({optimizer})", file=sys.stderr, leave=False
         )
+    tracker.bar = bar
 
     try:
         t = start
@@ -723,11 +430,11 @@ def fit(
             track = t == steps or t % track_every == 0
             if t == steps:  # the final model is always recorded
                 loss, flips = trainer.train_eval(mask0)
-                record(t, loss, flips)
+                tracker.record(t, loss, flips, wall)
                 break
             if track and not fused:
                 loss, flips = trainer.train_eval(mask0)
-                if record(t, loss, flips):
+                if tracker.record(t, loss, flips, wall):
                     stop = True
                     break
             idx = trainer.next_batch()  # after a possible stop: the batch order state stays at t
@@ -738,7 +445,7 @@ def fit(
             dt = time.perf_counter() - t0 - t_track
             if track and fused:
                 # full-batch closed form: the step's forward pass is the training loss of state t
-                if record(t, bloss, bflips):
+                if tracker.record(t, bloss, bflips, wall):
                     trainer.opt.zero_grad(set_to_none=True)  # the step is not taken
                     stop = True
                     break
@@ -749,11 +456,11 @@ def fit(
             if bar is not None:
                 bar.update(1)
             if ck_path is not None and (t % checkpoint_every == 0 or t == steps):
-                save(t)
+                checkpointer.save(t, hist, wall)
         if stop:
             hist.stopped_early = True
             if ck_path is not None:
-                save(t)
+                checkpointer.save(t, hist, wall)
         if comm is not None:  # rank 0's last checkpoint is on disk before any rank returns
             D.barrier()
     finally:
