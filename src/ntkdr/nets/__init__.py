@@ -10,14 +10,8 @@ from ntkdr.nets.empirical import (
     ntk_jacobian,
     ntk_projected,
 )
-from ntkdr.nets.models import (
-    DeepReLU,
-    NTKLinear,
-    SketchedLinear,
-    TwoLayerReLU,
-    derive_seed,
-    model_dtype_device,
-)
+from ntkdr.nets.layers import DeepReLU, NTKLinear, SketchedLinear
+from ntkdr.nets.models import TwoLayerReLU, derive_seed, model_dtype_device
 
 __all__ = [
     "TwoLayerReLU",
