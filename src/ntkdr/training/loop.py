@@ -65,10 +65,8 @@ world size; another world size continues up to round-off).  ``History.wall_time`
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -79,7 +77,6 @@ import torch
 from torch import nn
 
 from ntkdr.memory import check_memory
-from ntkdr.nets.models import model_dtype_device
 from ntkdr.training import distributed as D
 from ntkdr.training.checkpoints import (
     _NAN,
@@ -97,12 +94,17 @@ from ntkdr.training.collectives import _Comm
 from ntkdr.training.gradients import _is_two_layer, _sketch_trained
 from ntkdr.training.stepsize import LR_RULES, _empirical_kernel, _resolve_lr, _resume_lr
 from ntkdr.training.tracker import Tracker, _spectral_norm_sym
-from ntkdr.training.trainer import _Trainer
+from ntkdr.training.trainer import (
+    GRAD_METHODS,
+    _check_model,
+    _match_output_shape,
+    _prepare_inputs,
+    _Trainer,
+    time_gd_step,
+)
 from ntkdr.validation import (
     MAX_STEPS,
     ArrayLike,
-    as_labels,
-    as_matrix,
     check_choice,
     check_int,
     check_real,
@@ -111,7 +113,6 @@ from ntkdr.validation import (
 __all__ = ["History", "fit", "time_gd_step", "OPTIMIZERS", "LR_RULES", "CHECKPOINT_FORMAT"]
 
 OPTIMIZERS = ("gd", "sgd", "adam")
-GRAD_METHODS = ("auto", "closed_form", "autograd")
 
 # ntk_every=None tracks the NTK drift (first and last step) only up to this many training points.
 _DEFAULT_DRIFT_MAX_N = 5000
@@ -125,38 +126,6 @@ def _fingerprint(*tensors: torch.Tensor) -> str:
         h.update(str((a.shape, a.dtype.str)).encode())
         h.update(a.tobytes())
     return h.hexdigest()
-
-
-def _check_model(model: Any) -> tuple[torch.dtype, torch.device]:
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return model_dtype_device(model)
-
-
-def _prepare_inputs(model, X, y, name_x="X", name_y="y"):
-    dtype, device = model_dtype_device(model)
-    Xt, _ = as_matrix(X, name_x, dtype=dtype, device=device)
-    d = getattr(model, "d", None)
-    if isinstance(d, int) and Xt.shape[1] != d:
-        raise ValueError(f"{name_x} has {Xt.shape[1]} features but the model expects d = {d}")
-    yt = as_labels(y, Xt.shape[0], name_y, dtype=dtype).to(device)
-    return Xt, yt
-
-
-def _match_output_shape(u: torch.Tensor, y: torch.Tensor, name: str) -> torch.Tensor:
-    """Return ``y`` shaped like the model output ``u`` (``(n, 1)`` <-> ``(n,)`` allowed)."""
-    if u.shape == y.shape:
-        return y
-    if (
-        u.numel() == y.numel()
-        and (u.ndim == 1 or u.shape[1] == 1)
-        and (y.ndim == 1 or y.shape[1] == 1)
-    ):
-        return y.reshape(u.shape)
-    raise ValueError(
-        f"{name} has shape {tuple(y.shape)} but the model outputs shape {tuple(u.shape)} "
-        "(use one column per model output)"
-    )
 
 
 # ============================================================================ fit
@@ -470,36 +439,3 @@ def fit(
     done = hist.step[-1] if hist.step else 0
     hist.seconds_per_step = wall / done if done > 0 else _NAN
     return hist
-
-
-# ============================================================================ timing
-def time_gd_step(
-    model: nn.Module,
-    X: ArrayLike,
-    y: ArrayLike,
-    *,
-    repeats: int = 5,
-    warmup: int = 1,
-    lr: float = 1e-3,
-    grad: str = "auto",
-) -> float:
-    """Median wall-clock seconds of one full-batch GD step of :func:`fit` (features precomputed,
-    tracking excluded) on a copy of ``model`` (the model itself is not changed)."""
-    repeats = check_int(repeats, "repeats", min_value=1)
-    warmup = check_int(warmup, "warmup", min_value=0)
-    grad = check_choice(grad, "grad", GRAD_METHODS)
-    _check_model(model)
-    model = copy.deepcopy(model)
-    Xt, yt = _prepare_inputs(model, X, y)
-    with torch.no_grad():
-        u = model(Xt[:1])
-    yt = _match_output_shape(u.expand(yt.shape[0], *u.shape[1:]), yt, "y")
-    tr = _Trainer(model, Xt, yt, "gd", Xt.shape[0], check_real(lr, "lr", positive=True), 0, grad)
-    times = []
-    for i in range(warmup + repeats):
-        t0 = time.perf_counter()
-        tr.compute_grads(None)
-        tr.apply()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return float(statistics.median(times))
