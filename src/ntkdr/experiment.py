@@ -293,7 +293,7 @@ def run_experiment(cfg: RunConfig) -> dict[str, Any]:
     from ntkdr.theory import cost, jl_min_dim, width_requirements
 
     start = time.perf_counter()
-    dtype = V.resolve_dtype(cfg.dtype)
+    dtype = V.resolve_dtype(cfg.dtype) or torch.float64  # validated: never None
     device = V.resolve_device(cfg.device)
     task = load_task(cfg.data, cfg.dataset, cfg.classes, cfg.n_train, cfg.n_test, cfg.seed)
     n, d = task.X.shape

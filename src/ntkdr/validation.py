@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Sequence
 from numbers import Integral, Real
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 import torch
@@ -110,7 +110,7 @@ def as_matrix(
             raise ValueError(f"{name} must be real, got complex dtype {arr.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(arr))
     else:
-        t = X
+        t = cast(torch.Tensor, X)
         if t.is_complex():
             raise ValueError(f"{name} must be real, got complex dtype {t.dtype}")
     if t.ndim != 2:
@@ -239,9 +239,9 @@ def check_k(k: Any, d: int, name: str = "k") -> int:
     """Target dimension of a sketch: ``1 <= k <= d``."""
     if isinstance(k, bool) or not isinstance(k, Integral):
         raise ValueError(f"{name} must be an integer, got {k!r}")
-    if k < 1:
+    if int(k) < 1:
         raise ValueError(f"{name} must be >= 1, got {k}")
-    if k > d:
+    if int(k) > d:
         raise ValueError(f"{name} must be <= d = {d} (a sketch reduces dimension), got {k}")
     return int(k)
 

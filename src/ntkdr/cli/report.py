@@ -12,7 +12,6 @@ import os
 from typing import Any
 
 from ntkdr.io import atomic_path, make_output_dir, write_text_atomic
-from ntkdr.validation import ArrayLike
 
 PLOTS = ("loss", "guarantees", "error", "cost", "spectrum")
 
@@ -118,7 +117,7 @@ SUMMARY_HEADER = [
 ]
 
 
-def _ratio(a: Any, b: ArrayLike) -> float | None:
+def _ratio(a: Any, b: Any) -> float | None:
     if a is None or b is None or not b:
         return None
     return a / b

@@ -40,7 +40,7 @@ def _np_dtype(dtype: Any) -> np.dtype:
     return np.dtype(np.float32 if t == torch.float32 else np.float64)
 
 
-def _as_np_matrix(X: ArrayLike, name: str = "X", dtype: Any = None) -> np.ndarray:
+def _as_np_matrix(X: Any, name: str = "X", dtype: Any = None) -> np.ndarray:
     """Validate a 2-D finite numeric array (via :func:`as_matrix`) and return it as numpy.
 
     Float32 / float64 input keeps its dtype unless ``dtype`` is given; other numeric input
@@ -54,7 +54,7 @@ def _as_np_matrix(X: ArrayLike, name: str = "X", dtype: Any = None) -> np.ndarra
     return t.detach().cpu().numpy()
 
 
-def _as_np_labels(y: ArrayLike, name: str = "y") -> np.ndarray:
+def _as_np_labels(y: Any, name: str = "y") -> np.ndarray:
     arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise ValueError(f"{name} must be numeric labels, got dtype {arr.dtype}")
@@ -67,7 +67,7 @@ def _as_np_labels(y: ArrayLike, name: str = "y") -> np.ndarray:
     return arr
 
 
-def _label_key(v: ArrayLike) -> Any:
+def _label_key(v: Any) -> Any:
     """Plain Python scalar for a label (so classes print as ``(3, 5)``, not numpy scalars)."""
     v = np.asarray(v).item()
     if isinstance(v, float) and v.is_integer():

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ntkdr.memory import check_max_memory, working_budget
-from ntkdr.validation import ArrayLike, as_matrix, check_int, check_same_d, to_output
+from ntkdr.validation import as_matrix, check_int, check_same_d, to_output
 
 _GIB = float(2**30)
 # Elements per elementwise block on CPU, per thread (at least 2^17 in all): large enough to
@@ -75,7 +75,7 @@ def scratch_bytes(m: int, itemsize: int, device: Any = "cpu", n_scratch: int = N
 # --------------------------------------------------------------------------------------
 
 
-def _prepare(X: ArrayLike, Z: ArrayLike, dtype: Any, device: Any):
+def _prepare(X: Any, Z: Any, dtype: Any, device: Any):
     """Validate X (and Z); return ``(X, Z, symmetric, x_was_numpy)`` as tensors."""
     Xt, x_np = as_matrix(X, "X", dtype=dtype, device=device)
     if Z is None or Z is X:

@@ -76,7 +76,7 @@ class AnalyticNTK:
     def _index(self) -> int:
         return 1 if (self.kind == "fc" and self.output == "nngp") else 0
 
-    def __call__(self, X: ArrayLike, Z: ArrayLike = None, *, out: Any = None):
+    def __call__(self, X: Any, Z: Any = None, *, out: Any = None):
         o = self.options
         if self.kind == "two_layer":
             return two_layer_ntk(
@@ -117,7 +117,7 @@ class AnalyticNTK:
         )
         return res[self._index]
 
-    def matvec(self, X: ArrayLike, v: ArrayLike, Z: ArrayLike = None):
+    def matvec(self, X: ArrayLike, v: ArrayLike, Z: ArrayLike | None = None):
         """``K(X, Z) @ v`` for ``v`` of shape (n',) or (n', c), tile by tile (K never formed)."""
         o = self.options
         tile, max_memory = _check_tile(o.tile), _check_max_memory(o.max_memory)
@@ -134,7 +134,7 @@ class AnalyticNTK:
         return to_output(y, x_np)
 
 
-def _as_vector(v: ArrayLike, n: int, rows_name: str, like: torch.Tensor) -> torch.Tensor:
+def _as_vector(v: Any, n: int, rows_name: str, like: torch.Tensor) -> torch.Tensor:
     """Validate the right-hand side of a kernel-vector product."""
     if isinstance(v, torch.Tensor):
         t = v

@@ -290,7 +290,7 @@ def _fc_plan(depth: Any, w_std: Any, b_std: Any, w_out: Any, d: int) -> _FCPlan:
 
 def two_layer_ntk(
     X: ArrayLike,
-    Z: ArrayLike = None,
+    Z: ArrayLike | None = None,
     layers: str = "first",
     *,
     kappa: float = 1.0,
@@ -324,7 +324,7 @@ def two_layer_ntk(
 
 def fc_relu_kernels(
     X: ArrayLike,
-    Z: ArrayLike = None,
+    Z: ArrayLike | None = None,
     depth: int = 1,
     w_std: float = 2**0.5,
     b_std: float = 0.0,
@@ -353,9 +353,9 @@ def fc_relu_kernels(
     if out is not None:
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             raise ValueError("out must be None or a pair (ntk_out, nngp_out)")
-        out = list(out)
-    targets = _run(plan, Xt, Zt, sym, out, tile, max_memory)
-    ntk, nngp = _finish(targets, out, x_np)
+    outs = None if out is None else list(out)
+    targets = _run(plan, Xt, Zt, sym, outs, tile, max_memory)
+    ntk, nngp = _finish(targets, outs, x_np)
     return ntk, nngp
 
 

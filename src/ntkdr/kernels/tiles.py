@@ -122,7 +122,7 @@ def _resolve_kernel(kernel: Any, kernel_id: Any) -> tuple[Callable, str]:
 
 def _sha256(t: torch.Tensor) -> str:
     arr = t.detach().cpu().contiguous().numpy()
-    return hashlib.sha256(memoryview(arr).cast("B")).hexdigest()
+    return hashlib.sha256(arr.data.cast("B")).hexdigest()
 
 
 # --------------------------------------------------------------------------------------
@@ -249,7 +249,7 @@ def compute_kernel_to_file(
     out_path: str | os.PathLike,
     kernel: Any = None,
     *,
-    Z: ArrayLike = None,
+    Z: ArrayLike | None = None,
     tile_rows: int | None = None,
     max_memory: float | None = None,
     dtype: Any = None,
@@ -301,7 +301,7 @@ def compute_kernel_to_file(
         raise ValueError(f"progress must be True or False, got {progress!r}")
     Xt, _ = as_matrix(X, "X", dtype=dtype, device=device)
     symmetric = Z is None or Z is X
-    if symmetric:
+    if Z is None or symmetric:
         Zt = Xt
     else:
         Zt, _ = as_matrix(Z, "Z", dtype=Xt.dtype, device=Xt.device)
@@ -384,7 +384,7 @@ def _compute_tiles(
     done = done.copy()  # this rank's record: the finished tiles it started from plus its own
     record = paths.record(r, W)
     mm = np.lib.format.open_memmap(paths.partial, mode="r+")
-    bar = nullcontext()
+    bar: Any = nullcontext()
     if progress and r == 0:
         from tqdm.auto import tqdm
 

@@ -74,9 +74,7 @@ class ProjectedNTK(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- helpers
-def _prepare(
-    model: nn.Module, X: ArrayLike, Z: ArrayLike
-) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+def _prepare(model: nn.Module, X: Any, Z: Any) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     dtype, device = model_dtype_device(model)
@@ -105,7 +103,7 @@ def _rows_per_chunk(bytes_per_row: int, max_memory: int, chunk: int | None, n: i
 def empirical_ntk(
     model: nn.Module,
     X: ArrayLike,
-    Z: ArrayLike = None,
+    Z: ArrayLike | None = None,
     *,
     method: str = "auto",
     chunk: int | None = None,
@@ -135,7 +133,7 @@ def empirical_ntk(
 def ntk_closed(
     model: TwoLayerReLU,
     X: ArrayLike,
-    Z: ArrayLike = None,
+    Z: ArrayLike | None = None,
     *,
     chunk: int | None = None,
     max_memory: int = DEFAULT_MAX_MEMORY,
@@ -265,7 +263,7 @@ def _function(model: nn.Module, X: torch.Tensor, Z: torch.Tensor | None):
 def ntk_jacobian(
     model: nn.Module,
     X: ArrayLike,
-    Z: ArrayLike = None,
+    Z: ArrayLike | None = None,
     *,
     chunk: int | None = None,
     max_memory: int = DEFAULT_MAX_MEMORY,
@@ -340,7 +338,7 @@ def _tangent(params: dict, seed: int, j: int) -> dict:
 def ntk_projected(
     model: nn.Module,
     X: ArrayLike,
-    Z: ArrayLike = None,
+    Z: ArrayLike | None = None,
     *,
     k_proj: int = 256,
     seed: int = 0,

@@ -89,7 +89,7 @@ def _resolve_sketch(sketch: Any, d: int, k: Any, seed: int, owner: str):
 
 
 def _check_input(
-    X: ArrayLike, d: int, dtype: torch.dtype, device: torch.device
+    X: Any, d: int, dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, bool]:
     """Inputs of ``forward``: numpy is fully validated; tensors get shape checks only (vmap-safe)."""
     if not isinstance(X, torch.Tensor):

@@ -99,7 +99,7 @@ def conjugate_gradient(
     matvec: Callable[[torch.Tensor], torch.Tensor],
     b: ArrayLike,
     *,
-    x0: ArrayLike = None,
+    x0: ArrayLike | None = None,
     tol: float = 1e-6,
     max_iter: int | None = None,
     preconditioner: Any = None,
@@ -146,7 +146,7 @@ def conjugate_gradient(
         If ``p^T A p <= 0`` is met (the operator is not positive definite; increase the ridge).
     """
     was_numpy = not isinstance(b, torch.Tensor)
-    bt = torch.as_tensor(np.asarray(b)) if was_numpy else b
+    bt = b if isinstance(b, torch.Tensor) else torch.as_tensor(np.asarray(b))
     if bt.ndim not in (1, 2) or bt.shape[0] == 0:
         raise ValueError(f"b must be a non-empty (n,) or (n, c) array, got shape {tuple(bt.shape)}")
     if not bt.is_floating_point():
@@ -353,7 +353,7 @@ def _kernel_cg(
     tol: float,
     max_iter: int | None,
     distributed: bool | None,
-    x0: ArrayLike = None,
+    x0: Any = None,
     callback: Callable | None = None,
     progress: bool = False,
 ) -> CGResult:
@@ -386,7 +386,7 @@ def kernel_cg_fit(
     *,
     tol: float | None = None,
     max_iter: int | None = None,
-    x0: ArrayLike = None,
+    x0: ArrayLike | None = None,
     callback: Callable[[int, np.ndarray], Any] | None = None,
     progress: bool = False,
     distributed: bool | None = None,

@@ -19,7 +19,6 @@ from ntkdr.regression.cg import _kernel_cg
 from ntkdr.regression.solvers import _gd_filter, kernel_ridge_fit
 from ntkdr.sketches.base import SKETCH_KINDS
 from ntkdr.validation import (
-    ArrayLike,
     check_choice,
     check_int,
     check_k,
@@ -290,7 +289,7 @@ class _NTKBase(BaseEstimator):
         self.X_fit_ = Xf.detach().cpu().numpy()
         self.dual_coef_ = torch.as_tensor(coef).to(torch.float64).cpu().numpy()
 
-    def _decision(self, X: ArrayLike) -> np.ndarray:
+    def _decision(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "dual_coef_")
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         p = self._fit_spec

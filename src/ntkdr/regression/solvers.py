@@ -80,7 +80,7 @@ _VARIANTS = ("continuous", "discrete")
 # --------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------
-def _square(H: ArrayLike, name: str = "H") -> tuple[torch.Tensor, bool]:
+def _square(H: Any, name: str = "H") -> tuple[torch.Tensor, bool]:
     Ht, was_numpy = as_matrix(H, name)
     if Ht.shape[0] != Ht.shape[1]:
         raise ValueError(f"{name} must be square (n, n), got shape {tuple(Ht.shape)}")
@@ -217,7 +217,7 @@ def gd_time_coef(
     y: ArrayLike,
     lr: float,
     t: Any,
-    u0: ArrayLike = None,
+    u0: ArrayLike | None = None,
     *,
     variant: str = "continuous",
 ) -> Any:
@@ -276,7 +276,7 @@ def gd_time_predict(
     y: ArrayLike,
     lr: float,
     t: Any,
-    u0: ArrayLike = None,
+    u0: ArrayLike | None = None,
     f0: Any = None,
     *,
     variant: str = "continuous",

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -156,13 +156,13 @@ class Sketch(ABC):
             self._cache[key] = build(dtype, device)
         return self._cache[key]
 
-    def _validate_X(self, X: ArrayLike) -> tuple[torch.Tensor, bool]:
+    def _validate_X(self, X: Any) -> tuple[torch.Tensor, bool]:
         t, was_numpy = as_matrix(X, "X")
         if t.shape[1] != self.d:
             raise ValueError(f"X has {t.shape[1]} features but the sketch expects d = {self.d}")
         return t, was_numpy
 
-    def _validate_X_deferred(self, X: ArrayLike) -> tuple[torch.Tensor, bool, bool]:
+    def _validate_X_deferred(self, X: Any) -> tuple[torch.Tensor, bool, bool]:
         """Like :meth:`_validate_X`, but a float32 / float64 2-D non-empty tensor of width
         ``d`` is accepted without the finiteness pass over X (a full extra read of the input,
         as long as the whole SRHT apply at n = 4000, d = 8192).  Only for kinds whose apply
@@ -201,10 +201,10 @@ class Sketch(ABC):
             if out is None:
                 out = y.new_empty((n, self.k))
             out[start : start + y.shape[0]] = y
-        return torch.cat(parts) if parts else out
+        return torch.cat(parts) if parts else cast(torch.Tensor, out)
 
     # ------------------------------------------------------------ public API
-    def __call__(self, X: ArrayLike) -> Any:
+    def __call__(self, X: Any) -> Any:
         """Sketch the rows of ``X`` (n, d) -> (n, k), in the caller's array kind / dtype / device."""
         self._check_ready()
         t, was_numpy, deferred = self._validate_X_deferred(X)

@@ -86,6 +86,7 @@ def _srht_plan(d_pad: int, rows: torch.Tensor) -> tuple[list[int], int]:
         )
         if best is None or cost < best[0]:
             best = (cost, factors, d_pad // c)
+    assert best is not None  # the loop runs at least once
     return best[1], best[2]
 
 

@@ -58,11 +58,11 @@ class SketchTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         self.renormalize = renormalize
         self.options = options
 
-    def fit(self, X: ArrayLike, y: ArrayLike = None) -> SketchTransformer:
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None) -> SketchTransformer:
         """Draw the sketch for ``X``'s dimension (and fit it to ``X`` for ``kind="pca"``)."""
         self._validate_params()
-        X = validate_data(self, X, dtype=[np.float64, np.float32])
-        d = X.shape[1]
+        Xv: np.ndarray = validate_data(self, X, dtype=[np.float64, np.float32])
+        d = Xv.shape[1]
         k = d if self.n_components is None else int(self.n_components)
         if isinstance(self.random_state, Integral):
             seed = int(self.random_state)
@@ -71,15 +71,15 @@ class SketchTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseE
         sketch: Sketch = make_sketch(
             self.kind, d, k, seed=seed, renormalize=bool(self.renormalize), **(self.options or {})
         )
-        self.sketch_ = sketch.fit(X)
+        self.sketch_ = sketch.fit(Xv)
         self.n_components_ = k
         return self
 
     def transform(self, X: ArrayLike) -> np.ndarray:
         """``X @ S.T`` (rows renormalised if asked), as a numpy array of X's float dtype."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return np.asarray(self.sketch_(X))
+        Xv = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return np.asarray(self.sketch_(Xv))
 
     @property
     def _n_features_out(self) -> int:

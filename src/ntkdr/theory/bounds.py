@@ -187,7 +187,7 @@ _TRAJ_CHUNK_ELEMS = 1 << 22  # (steps chunk) x n block of powers kept below ~32 
 
 
 def predicted_trajectory(
-    H: ArrayLike, y: ArrayLike, lr: float, steps: int, u0: ArrayLike = None
+    H: ArrayLike, y: ArrayLike, lr: float, steps: int, u0: ArrayLike | None = None
 ) -> np.ndarray:
     """Linearised-GD residual norms ``||(I - lr H)^t (y - u0)||`` for ``t = 0, ..., steps``.
 
@@ -249,7 +249,7 @@ def predicted_trajectory(
 
 
 def predicted_loss(
-    H: ArrayLike, y: ArrayLike, lr: float, steps: int, u0: ArrayLike = None
+    H: ArrayLike, y: ArrayLike, lr: float, steps: int, u0: ArrayLike | None = None
 ) -> np.ndarray:
     """Predicted training loss ``1/2 ||u(t) - y||^2`` (summed loss), ``t = 0..steps``; see
     :func:`predicted_trajectory`."""

@@ -110,7 +110,7 @@ def cost(
     train_output = bool(train_output)
 
     if sketch is None:
-        opts = {"s": s} if s is not None else {}
+        opts: dict[str, Any] = {"s": s} if s is not None else {}
         sketch = make_sketch(sketch_kind, d, k, seed=check_int(seed, "seed", min_value=0), **opts)
     if sketch_kind == "sparse":
         s = sketch.s  # type: ignore[attr-defined]

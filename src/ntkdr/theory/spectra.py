@@ -52,7 +52,7 @@ class SingularKernelWarning(UserWarning):
 # --------------------------------------------------------------------------------------------
 # validation helpers
 # --------------------------------------------------------------------------------------------
-def _as_gram(H: ArrayLike, name: str = "H") -> tuple[torch.Tensor, bool, torch.dtype]:
+def _as_gram(H: Any, name: str = "H") -> tuple[torch.Tensor, bool, torch.dtype]:
     """Validate a real symmetric square matrix.
 
     Returns ``(H64, was_numpy, input_dtype)`` where ``H64`` is the symmetrised float64 copy on

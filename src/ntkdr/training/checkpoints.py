@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from ntkdr.io import atomic_path
-from ntkdr.validation import ArrayLike
 
 __all__ = ["History", "HISTORY_SCHEMA", "CHECKPOINT_FORMAT"]
 
@@ -110,7 +109,7 @@ class History:
         return h
 
 
-def _jsonable(v: ArrayLike) -> Any:
+def _jsonable(v: Any) -> Any:
     if isinstance(v, float):
         return None if math.isnan(v) else v
     if isinstance(v, (list, tuple)):
@@ -120,7 +119,7 @@ def _jsonable(v: ArrayLike) -> Any:
     return v
 
 
-def _from_json(v: ArrayLike) -> Any:
+def _from_json(v: Any) -> Any:
     if v is None:
         return _NAN
     if isinstance(v, list):

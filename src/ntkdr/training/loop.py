@@ -138,7 +138,7 @@ def fit(
     optimizer: str = "gd",
     batch_size: int | None = None,
     *,
-    X_test: ArrayLike = None,
+    X_test: ArrayLike | None = None,
     y_test: Any = None,
     track_every: int = 1,
     ntk_every: int | None = None,
