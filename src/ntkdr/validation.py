@@ -30,6 +30,8 @@ __all__ = [
     "format_bytes",
     "as_matrix",
     "as_labels",
+    "label_array",
+    "class_labels",
     "check_same_d",
     "check_n_match",
     "check_int",
@@ -156,6 +158,31 @@ def as_labels(y: ArrayLike, n: int, name: str = "y", *, dtype: Any = None) -> to
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or Inf")
     return t
+
+
+def label_array(y: ArrayLike, name: str = "y") -> np.ndarray:
+    """Targets or class labels as a numpy array of their own dtype: numeric, 1-D ``(n,)`` or 2-D
+    ``(n, outputs)``, non-empty, finite (the one label check of the data pipeline)."""
+    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ValueError(f"{name} must be numeric labels, got dtype {arr.dtype}")
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"{name} must be 1-D (n,) or 2-D (n, outputs), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    return arr
+
+
+def class_labels(y: ArrayLike, name: str = "y", *, task: str | None = None) -> np.ndarray:
+    """:func:`label_array` that must be 1-D: one class label per row (``task`` names the task
+    in the message)."""
+    arr = label_array(y, name)
+    if arr.ndim != 1:
+        for_task = f" for a {task} task" if task else ""
+        raise ValueError(f"{name} must be 1-D class labels{for_task}, got shape {arr.shape}")
+    return arr
 
 
 def check_same_d(X: torch.Tensor, Z: torch.Tensor, names: tuple[str, str] = ("X", "Z")) -> None:

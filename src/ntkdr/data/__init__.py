@@ -74,7 +74,6 @@ import torch
 from ntkdr.data.files import load_file, load_idx, load_labels, load_xy
 from ntkdr.data.preprocessing import (
     _DEFAULT_TEST_FRACTION,
-    _as_np_labels,
     _as_np_matrix,
     _binary_mask,
     _label_key,
@@ -96,7 +95,15 @@ from ntkdr.data.synthetic import (
     make_sphere,
     teacher_labels,
 )
-from ntkdr.validation import ArrayLike, check_choice, check_int, check_n_match, check_nonzero_rows
+from ntkdr.validation import (
+    ArrayLike,
+    check_choice,
+    check_int,
+    check_n_match,
+    check_nonzero_rows,
+    class_labels,
+    label_array,
+)
 
 __all__ = [
     "DATASETS",
@@ -211,7 +218,7 @@ def make_dataset(
     columns with training statistics; ``normalize`` then scales rows to unit norm.
     """
     A = _as_np_matrix(X, "X", np.float64)
-    yy = _as_np_labels(y, "y")
+    yy = label_array(y, "y")
     check_n_match(A.shape[0], yy.shape[0], "X", "y")
     if normalize and not standardize_features:
         # Checked here, before any selection or shuffling, so the indices are the user's rows.
@@ -239,10 +246,7 @@ def make_dataset(
         A, strat = A[mask], yy[mask]
         label_map = {"+1": cls[0], "-1": cls[1]}
     elif task == "multiclass":
-        if yy.ndim != 1:
-            raise ValueError(
-                f"y must be 1-D class labels for a multiclass task, got shape {yy.shape}"
-            )
+        yy = class_labels(yy, "y", task="multiclass")
         if classes is None:
             cls_arr = np.unique(yy)
         else:

@@ -24,6 +24,8 @@ from ntkdr.validation import (
     check_n_match,
     check_nonzero_rows,
     check_real,
+    class_labels,
+    label_array,
     resolve_dtype,
 )
 
@@ -54,19 +56,6 @@ def _as_np_matrix(X: Any, name: str = "X", dtype: Any = None) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
-def _as_np_labels(y: Any, name: str = "y") -> np.ndarray:
-    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise ValueError(f"{name} must be numeric labels, got dtype {arr.dtype}")
-    if arr.ndim not in (1, 2):
-        raise ValueError(f"{name} must be 1-D (n,) or 2-D (n, outputs), got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
-    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or Inf")
-    return arr
-
-
 def _label_key(v: Any) -> Any:
     """Plain Python scalar for a label (so classes print as ``(3, 5)``, not numpy scalars)."""
     v = np.asarray(v).item()
@@ -89,8 +78,7 @@ def _side(c: Any) -> tuple:
 
 def _binary_mask(y: np.ndarray, classes: Any) -> tuple[np.ndarray, np.ndarray, tuple]:
     """(mask of rows in either class, +-1 labels of those rows, normalised classes)."""
-    if y.ndim != 1:
-        raise ValueError(f"y must be 1-D class labels for a binary task, got shape {y.shape}")
+    y = class_labels(y, "y", task="binary")
     present = np.unique(y)
     if classes is None:
         if present.size == 1:
@@ -189,7 +177,7 @@ def train_test_split(
     split, the split falls back to unstratified (still determined by ``seed``).
     """
     A = _as_np_matrix(X, "X")
-    yy = _as_np_labels(y, "y")
+    yy = label_array(y, "y")
     check_n_match(A.shape[0], yy.shape[0], "X", "y")
     idx_tr, idx_te = _split_indices(yy, A.shape[0], n_train, n_test, test_fraction, seed, stratify)
     return A[idx_tr], A[idx_te], yy[idx_tr], yy[idx_te]
@@ -279,7 +267,7 @@ def binary_task(X: ArrayLike, y: ArrayLike, classes: Any = None) -> tuple[np.nda
     class with no samples, or ``y`` with a single class, raises ``ValueError``.
     """
     A = _as_np_matrix(X, "X")
-    yy = _as_np_labels(y, "y")
+    yy = label_array(y, "y")
     check_n_match(A.shape[0], yy.shape[0], "X", "y")
     mask, y_pm, _ = _binary_mask(yy, classes)
     return A[mask], y_pm
@@ -295,9 +283,7 @@ def one_hot(
     1 / C (targets ``e_c - 1/C``, zero-mean rows, as in Arora et al. 2019's CNTK experiments).
     A label not in ``classes`` raises ``ValueError``.
     """
-    yy = _as_np_labels(y, "y")
-    if yy.ndim != 1:
-        raise ValueError(f"y must be 1-D class labels, got shape {yy.shape}")
+    yy = class_labels(y, "y")
     cls = np.unique(yy) if classes is None else np.asarray(classes).reshape(-1)
     if cls.size == 0:
         raise ValueError("classes is empty")
