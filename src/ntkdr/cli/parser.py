@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_args(p)
     p.set_defaults(func=_command("kernel"))
 
-    # `ntkdr bench ...` forwards its arguments to the benchmark runner (ntkdr.bench.main).
+    # `ntkdr bench ...` forwards its arguments to the benchmark runner (ntkdr.cli.bench.main).
     sub.add_parser(
         "bench",
         help="performance benchmarks (see `ntkdr bench --help`)",

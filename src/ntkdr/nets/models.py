@@ -1,7 +1,9 @@
-"""Networks of the project: the two-layer ReLU net of the prior analysis (Du et al., ICLR 2019;
-Arora et al., ICML 2019), dense or factorized as ``W = U S`` through a fixed sketch S as in
-Ailon & Shit, *Efficient NTK using Dimensionality Reduction* (arXiv 2210.04807, 2022), a sketched drop-in for ``nn.Linear`` and a deep fully connected ReLU net in NTK
-parameterization (Jacot et al. 2018; neural-tangents ``stax`` conventions).
+"""The two-layer ReLU net of the prior analysis (:class:`TwoLayerReLU`), dense or factorized, and the seed / dtype helpers of every network.
+
+The net is that of Du et al. (ICLR 2019) and Arora et al. (ICML 2019), dense or factorized as
+``W = U S`` through a fixed sketch S as in Ailon & Shit, *Efficient NTK using Dimensionality
+Reduction* (arXiv 2210.04807, 2022).  The sketched ``nn.Linear`` drop-in and the deep net are
+in :mod:`ntkdr.nets.layers`.
 
 Seeds.  Every module draws its initial weights on the CPU from
 ``torch.Generator().manual_seed(s)`` with ``s = derive_seed(seed, tag)`` (a SeedSequence

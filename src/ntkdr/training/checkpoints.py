@@ -1,4 +1,4 @@
-"""The record of a training run and its checkpoint files (used by :func:`ntkdr.train.fit`).
+"""The record of a training run and its checkpoint files (used by :func:`ntkdr.training.fit`).
 
 :class:`History` holds what ``fit`` measured (losses, test metrics, weight movement, pattern
 flips, NTK drift, times) and converts to / from JSON (NaN <-> ``None``; schema

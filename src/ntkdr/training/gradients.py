@@ -1,4 +1,4 @@
-r"""Closed-form blocked gradients of :class:`~ntkdr.models.TwoLayerReLU` with a fixed sketch.
+r"""Closed-form blocked gradients of :class:`~ntkdr.nets.TwoLayerReLU` with a fixed sketch.
 
 With features ``F = model.features(X)``, ``P = F W^T``, outputs ``u = relu(P) a / sqrt(m)`` and
 residual ``r = u - y`` of the summed loss ``L = 1/2 ||u - y||^2`` (the convention of

@@ -1,4 +1,4 @@
-"""Step-size rules of :func:`ntkdr.train.fit` and the empirical NTK of the model being trained.
+"""Step-size rules of :func:`ntkdr.training.fit` and the empirical NTK of the model being trained.
 
 ``lr=None`` is ``1 / lambda_max(Theta_0)`` (Adam: torch's ``1e-3``), ``lr="theory"`` is Du et
 al. (2019) Thm 4.1's ``lambda_0 / n^2``, a number is used as given; :data:`LR_RULES` names
