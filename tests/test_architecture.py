@@ -45,6 +45,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "ntkdr.regression",
         "ntkdr.experiment",
     ),
+    "ntkdr.predict": (*BASE, "ntkdr.kernels", "ntkdr.predict"),
     "ntkdr.cli": ("ntkdr",),  # the top room may use everything
     # the package itself (lazy exports) and the modules kept at their old paths
     "ntkdr.__init__": ("ntkdr",),

@@ -43,6 +43,7 @@ _EXPORTS = {
         "gd_time_predict",
         "conjugate_gradient",
     ),
+    "predict": ("gradient_descent_mse", "gp_inference"),
     "data": ("load_dataset", "load_file", "Dataset", "DATASETS"),
     "validation": ("ParallelRowsWarning",),
 }
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from ntkdr.nets import DeepReLU, SketchedLinear, TwoLayerReLU
     from ntkdr.nets.empirical import ProjectedNTK, empirical_ntk, ntk_projected
     from ntkdr.nets.empirical import empirical_ntk as ntk
+    from ntkdr.predict import gp_inference, gradient_descent_mse
     from ntkdr.regression import (
         NTKClassifier,
         NTKRegressor,
