@@ -296,7 +296,7 @@ def two_layer_ntk(
     kappa: float = 1.0,
     tile: int | None = None,
     max_memory: float | None = None,
-    out: Any = None,
+    out: ArrayLike | None = None,
     dtype: Any = None,
     device: Any = None,
 ):

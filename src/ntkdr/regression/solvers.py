@@ -213,7 +213,7 @@ def kernel_predict(H_test_train: ArrayLike, alpha: ArrayLike) -> Any:
 
 
 def gd_time_coef(
-    H_train: Any,
+    H_train: ArrayLike,
     y: ArrayLike,
     lr: float,
     t: Any,
@@ -271,13 +271,13 @@ def _gd_shape(out: torch.Tensor, scalar: bool, squeeze: bool) -> torch.Tensor:
 
 
 def gd_time_predict(
-    H_train: Any,
+    H_train: ArrayLike,
     H_test_train: ArrayLike,
     y: ArrayLike,
     lr: float,
     t: Any,
     u0: ArrayLike | None = None,
-    f0: Any = None,
+    f0: ArrayLike | None = None,
     *,
     variant: str = "continuous",
 ) -> Any:

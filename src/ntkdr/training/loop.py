@@ -139,7 +139,7 @@ def fit(
     batch_size: int | None = None,
     *,
     X_test: ArrayLike | None = None,
-    y_test: Any = None,
+    y_test: ArrayLike | None = None,
     track_every: int = 1,
     ntk_every: int | None = None,
     seed: int = 0,
