@@ -24,8 +24,6 @@ import re
 from numbers import Real
 from typing import Any
 
-import torch
-
 __all__ = [
     "DEFAULT_MAX_MEMORY",
     "parse_bytes",
@@ -106,6 +104,8 @@ def format_bytes(nbytes: float) -> str:
 def available_memory(device: Any = None) -> int:
     """Bytes that can still be allocated on ``device``: free CUDA memory, or the kernel's
     ``MemAvailable`` (Linux; physical memory elsewhere) for the CPU."""
+    import torch  # here, not at the top: the command line parses sizes without torch
+
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if dev.type == "cuda":
         return int(torch.cuda.mem_get_info(dev)[0])
@@ -122,6 +122,8 @@ def available_memory(device: Any = None) -> int:
 def check_memory(nbytes: float, what: str, advice: str, device: Any = None) -> None:
     """Refuse, before allocating, a request that cannot fit: ``ValueError`` naming the bytes
     needed, the bytes available and what to change (``advice``)."""
+    import torch
+
     avail = available_memory(device)
     if nbytes > avail:
         dev = (
