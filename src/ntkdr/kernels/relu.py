@@ -309,7 +309,7 @@ def two_layer_ntk(
 
     ``Z=None`` computes the symmetric ``H(X, X)`` (exactly symmetric).  ``tile``: rows per
     tile; ``max_memory``: bytes this call may allocate (result plus working set; the default
-    working-set budget is :data:`DEFAULT_MAX_MEMORY`).  If the result alone exceeds
+    working-set budget is :data:`ntkdr.memory.DEFAULT_MAX_MEMORY`).  If the result alone exceeds
     ``max_memory`` a ``ValueError`` says how large it is; pass ``out=`` (a preallocated
     tensor, array or ``np.memmap`` of shape (n, n')) to compute into it instead.
     ``dtype`` / ``device`` cast / move the inputs first.

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vmap
 
+from ntkdr.memory import DEFAULT_MAX_MEMORY, check_max_memory, working_budget
 from ntkdr.nets.models import TwoLayerReLU, derive_seed, model_dtype_device
 from ntkdr.validation import ArrayLike, as_matrix, check_choice, check_int, check_same_d, to_output
 
@@ -47,9 +48,6 @@ __all__ = [
     "ProjectedNTK",
     "DEFAULT_MAX_MEMORY",
 ]
-
-#: default memory budget (bytes) for Jacobian chunks, masks and jvp batches
-DEFAULT_MAX_MEMORY = 1 << 30
 
 
 class ProjectedNTK(NamedTuple):
@@ -93,6 +91,11 @@ def _closed_supported(model: nn.Module) -> bool:
     return isinstance(model, TwoLayerReLU) and model.out_dim == 1
 
 
+def _budget(max_memory: float | str | None) -> int:
+    """Bytes for Jacobian chunks, masks and jvp batches (:mod:`ntkdr.memory`; None: the default)."""
+    return int(working_budget(check_max_memory(max_memory)))
+
+
 def _rows_per_chunk(bytes_per_row: int, max_memory: int, chunk: int | None, n: int) -> int:
     if chunk is not None:
         return check_int(chunk, "chunk", min_value=1)
@@ -107,7 +110,7 @@ def empirical_ntk(
     *,
     method: str = "auto",
     chunk: int | None = None,
-    max_memory: int = DEFAULT_MAX_MEMORY,
+    max_memory: float | str | None = None,
     k_proj: int = 256,
     seed: int = 0,
 ) -> Any:
@@ -136,7 +139,7 @@ def ntk_closed(
     Z: ArrayLike | None = None,
     *,
     chunk: int | None = None,
-    max_memory: int = DEFAULT_MAX_MEMORY,
+    max_memory: float | str | None = None,
 ) -> Any:
     """Closed-form empirical NTK of a single-output :class:`TwoLayerReLU` (see the module docstring).
 
@@ -156,7 +159,7 @@ def ntk_closed(
         )
     Xt, Zt, was_numpy = _prepare(model, X, Z)
     with torch.no_grad():
-        out = _closed(model, Xt, Zt, chunk, max_memory)
+        out = _closed(model, Xt, Zt, chunk, _budget(max_memory))
     return to_output(out, was_numpy)
 
 
@@ -266,7 +269,7 @@ def ntk_jacobian(
     Z: ArrayLike | None = None,
     *,
     chunk: int | None = None,
-    max_memory: int = DEFAULT_MAX_MEMORY,
+    max_memory: float | str | None = None,
 ) -> Any:
     """Empirical NTK of any ``nn.Module`` via ``torch.func.vmap(jacrev)``: ``sum_p J_X J_Z^T``.
 
@@ -287,6 +290,7 @@ def ntk_jacobian(
         c = f(params, Xf[:1]).shape[1]
     n_params = sum(v.numel() for v in params.values())
     row_bytes = Xf.element_size() * c * n_params * 3  # the Jacobian and jacrev's temporaries
+    max_memory = _budget(max_memory)
     rows = _rows_per_chunk(row_bytes, max_memory // 2, chunk, max(Xf.shape[0], Zf.shape[0]))
 
     def jac_block(inp: torch.Tensor) -> list[torch.Tensor]:
@@ -343,7 +347,7 @@ def ntk_projected(
     k_proj: int = 256,
     seed: int = 0,
     chunk: int | None = None,
-    max_memory: int = DEFAULT_MAX_MEMORY,
+    max_memory: float | str | None = None,
 ) -> ProjectedNTK:
     """Randomly projected empirical NTK ``(1/k') (J_X P)(J_Z P)^T`` for models whose Jacobian does
     not fit in memory.
@@ -368,7 +372,7 @@ def ntk_projected(
     # per output unit of each parameter tensor) for every input row
     units = sum(v.shape[0] for v in params.values() if v.ndim >= 1)
     per_tangent = inp.element_size() * (n_params + 2 * inp.shape[0] * (units + c))
-    block = _rows_per_chunk(per_tangent, max_memory, chunk, k_proj)
+    block = _rows_per_chunk(per_tangent, _budget(max_memory), chunk, k_proj)
 
     def jp(tangents: dict) -> torch.Tensor:
         return jvp(lambda p: f(p, inp), (params,), (tangents,))[1]
