@@ -1,11 +1,9 @@
-"""Data sets: the built-in and synthetic data sets and the arrays -> :class:`Dataset` pipeline
-(README.md, "Data").
+"""Data sets: the built-in and synthetic data sets and the arrays -> :class:`Dataset` pipeline.
 
 This module holds :class:`Dataset`, :func:`load_dataset`, :func:`make_dataset` and
-:func:`dataset_from_file`.  The pieces they use live in their own modules and are re-exported
-here (``ntkdr.data.load_file`` etc. keep working): array preprocessing and splits in
-:mod:`ntkdr.preprocessing`, the synthetic generators and teacher labels in
-:mod:`ntkdr.synthetic`, the file loaders in :mod:`ntkdr.datafiles`.
+:func:`dataset_from_file`; the pieces they use are re-exported here: preprocessing and splits
+(:mod:`ntkdr.data.preprocessing`), synthetic generators and teacher labels
+(:mod:`ntkdr.data.synthetic`), file loaders (:mod:`ntkdr.data.files`).
 
 Numpy-first: every function returns numpy arrays (torch tensors are accepted as input).  Every
 problem with the input raises ``ValueError`` naming it; file problems name the path (a missing,
@@ -69,8 +67,7 @@ from typing import Any
 import numpy as np
 import torch
 
-# Preprocessing, synthetic generators and file loaders live in their own modules; their
-# public names are re-exported here so that ``ntkdr.data.<name>`` keeps working.
+# re-exported so that ``ntkdr.data.<name>`` keeps working
 from ntkdr.data.files import load_file, load_idx, load_labels, load_xy
 from ntkdr.data.preprocessing import (
     _DEFAULT_TEST_FRACTION,
