@@ -120,3 +120,24 @@ def test_sketch_transformer_in_a_pipeline(kind):
     assert pipe.predict(X).shape == (60,)
     with pytest.raises(ValueError, match="k must be <= d"):
         SketchTransformer(kind, 21).fit(X)
+
+
+# ----------------------------------------------------------------------------- one budget
+def test_kernel_files_pass_their_budget_to_the_kernel(tmp_path):
+    from dataclasses import dataclass
+
+    from ntkdr.kernels import AnalyticNTK, two_layer_ntk
+    from ntkdr.kernels.tiles import compute_kernel_to_file
+
+    seen = []
+
+    @dataclass
+    class Spy(AnalyticNTK):
+        def __call__(self, X, Z=None, *, out=None):
+            seen.append(self.options.max_memory)
+            return super().__call__(X, Z, out=out)
+
+    X = np.random.default_rng(1).standard_normal((300, 5))
+    path = compute_kernel_to_file(X, tmp_path / "K.npy", Spy(), max_memory="8MiB")
+    assert seen and set(seen) == {8 * 2**20}  # the tile budget reaches the kernel's options
+    np.testing.assert_allclose(np.load(path), two_layer_ntk(X), rtol=0, atol=1e-12)
