@@ -49,7 +49,9 @@ _UNITS = {
     "GIB": 2**30,
     "TIB": 2**40,
 }
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+_SIZE = re.compile(
+    r"^\s*([+-]?(?:inf(?:inity)?|nan|[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?))\s*([a-z]*)\s*$", re.I
+)
 
 
 def _rule(name: str) -> str:
@@ -71,14 +73,15 @@ def parse_bytes(value: Any, name: str = "max_memory") -> float:
         unit = m.group(2).upper() if m else None
         if m is None or unit not in _UNITS:
             raise ValueError(f"{_rule(name)}, got {value!r}")
-        num: float = float(m.group(1)) * _UNITS[unit]
-    elif isinstance(value, Real) and not isinstance(value, bool):
-        num = value  # type: ignore[assignment]
-    else:
+        num = float(m.group(1)) * _UNITS[unit]
+        if not (num > 0 and math.isfinite(num) and num < 2.0**63):
+            raise ValueError(f"{name} must be > 0 and finite, got {value!r}")
+        return int(num)
+    if not isinstance(value, Real) or isinstance(value, bool):
         raise ValueError(f"{_rule(name)}, got {value!r}")
-    if not (float(num) > 0 and math.isfinite(float(num)) and float(num) < 2.0**63):
+    if not (float(value) > 0 and math.isfinite(float(value)) and float(value) < 2.0**63):
         raise ValueError(f"{name} must be > 0 and finite, got {value!r} ({_rule(name)})")
-    return int(num) if isinstance(value, str) else num
+    return value  # type: ignore[return-value]
 
 
 def check_max_memory(value: Any, name: str = "max_memory") -> float | None:
