@@ -48,7 +48,7 @@ TRAIN = [
     "--width",
     "128",
     "--steps",
-    "400",
+    "200",
     "--lr",
     "0.05",
     "--dtype",
@@ -57,7 +57,7 @@ TRAIN = [
     "--checkpoint-every",
     "5",
 ]
-STEPS = 400
+STEPS = 200
 
 
 def _train(out: Path, *extra: str) -> subprocess.CompletedProcess:
