@@ -14,11 +14,9 @@ import time
 import torch
 from torch import nn
 
-from ntkdr.compare import compare, deep_relu_ntk
-from ntkdr.data import load_dataset
-from ntkdr.empirical import ntk
-from ntkdr.factorize import factorize
-from ntkdr.models import DeepReLU
+from ntkdr import DeepReLU, compare, factorize, load_dataset
+from ntkdr.nets.deep_ntk import deep_relu_ntk
+from ntkdr.nets.empirical import empirical_ntk as ntk
 
 
 def cases(X: torch.Tensor):

@@ -11,8 +11,7 @@ import math
 import torch
 from torch import nn
 
-from ntkdr.data import load_dataset
-from ntkdr.factorize import factorization_summary, factorize
+from ntkdr import factorization_summary, factorize, load_dataset
 
 torch.manual_seed(0)
 ds = load_dataset("mnist", task="multiclass")

@@ -14,9 +14,7 @@ import warnings
 import torch
 from torch import nn
 
-from ntkdr.compare import compare
-from ntkdr.data import load_dataset
-from ntkdr.factorize import factorization_summary, factorize
+from ntkdr import compare, factorization_summary, factorize, load_dataset
 
 
 class RowTransformer(nn.Module):

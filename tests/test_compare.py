@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from ntkdr.compare import compare, deep_relu_ntk, empirical_kernel
-from ntkdr.empirical import ntk
-from ntkdr.factorize import factorize
-from ntkdr.models import DeepReLU, TwoLayerReLU
+from ntkdr import compare, factorize
+from ntkdr.nets import DeepReLU, TwoLayerReLU
+from ntkdr.nets.deep_ntk import deep_relu_ntk
+from ntkdr.nets.empirical import empirical_ntk as ntk
+from ntkdr.studies import empirical_kernel
 from ntkdr.theory import generalization_bound, lambda_min
 
 F64 = torch.float64

@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from ntkdr.compare import deep_relu_ntk
-from ntkdr.empirical import ntk
-from ntkdr.factorize import factorization_summary, factorize, factorized_fc_kernels
+from ntkdr import factorization_summary, factorize, factorized_fc_kernels
 from ntkdr.kernels import fc_relu_kernels
-from ntkdr.models import DeepReLU, SketchedLinear
+from ntkdr.nets import DeepReLU, SketchedLinear
+from ntkdr.nets.deep_ntk import deep_relu_ntk
+from ntkdr.nets.empirical import empirical_ntk as ntk
 
 F64 = torch.float64
 

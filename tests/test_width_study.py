@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from ntkdr.cli.width_plots import plot_width_study
 from ntkdr.data import load_dataset
-from ntkdr.width import NETWORKS, mlp_cost, width_study
-from ntkdr.width_plots import plot_width_study
+from ntkdr.studies.width import NETWORKS, mlp_cost, width_study
 
 
 @pytest.fixture(scope="module")

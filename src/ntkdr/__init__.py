@@ -21,9 +21,17 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "sketches": ("make_sketch", "Sketch", "SKETCH_KINDS", "SketchTransformer"),
-    "kernels": ("two_layer_ntk", "fc_relu_kernels", "AnalyticNTK", "KernelOptions"),
+    "kernels": (
+        "two_layer_ntk",
+        "fc_relu_kernels",
+        "factorized_fc_kernels",
+        "AnalyticNTK",
+        "KernelOptions",
+    ),
     "nets": ("TwoLayerReLU", "SketchedLinear", "DeepReLU"),
     "nets.empirical": ("empirical_ntk", "ntk_projected", "ProjectedNTK"),
+    "nets.factorize": ("factorize", "factorization_summary", "FactorizationSummary"),
+    "studies": ("compare", "Comparison", "width_study", "WidthStudy"),
     "training": ("fit", "train_network", "History"),
     "theory": (
         "lambda_min",
@@ -57,11 +65,18 @@ __all__ = ["__version__", *_WHERE]  # the deprecated names resolve but are not s
 
 if TYPE_CHECKING:
     from ntkdr.data import DATASETS, Dataset, load_dataset, load_file
-    from ntkdr.kernels import AnalyticNTK, KernelOptions, fc_relu_kernels, two_layer_ntk
+    from ntkdr.kernels import (
+        AnalyticNTK,
+        KernelOptions,
+        factorized_fc_kernels,
+        fc_relu_kernels,
+        two_layer_ntk,
+    )
     from ntkdr.kernels import AnalyticNTK as NTK
     from ntkdr.nets import DeepReLU, SketchedLinear, TwoLayerReLU
     from ntkdr.nets.empirical import ProjectedNTK, empirical_ntk, ntk_projected
     from ntkdr.nets.empirical import empirical_ntk as ntk
+    from ntkdr.nets.factorize import FactorizationSummary, factorization_summary, factorize
     from ntkdr.predict import gp_inference, gradient_descent_mse
     from ntkdr.regression import (
         NTKClassifier,
@@ -71,6 +86,7 @@ if TYPE_CHECKING:
         kernel_ridge_fit,
     )
     from ntkdr.sketches import SKETCH_KINDS, Sketch, SketchTransformer, make_sketch
+    from ntkdr.studies import Comparison, WidthStudy, compare, width_study
     from ntkdr.theory import (
         BoundResult,
         cost,

@@ -1,6 +1,8 @@
 """Analytic NTK / NNGP kernels of ReLU networks: closed forms, the tiled engine, the kernel object and out-of-core files.
 
 * :mod:`ntkdr.kernels.relu` -- :func:`two_layer_ntk`, :func:`fc_relu_kernels` and their diagonals;
+* :mod:`ntkdr.kernels.factorized` -- :func:`factorized_fc_kernels`, the deep kernel of a net whose first
+  layer is factorized (the kernel of ``sqrt(k / d) S x``);
 * :mod:`ntkdr.kernels.engine` -- the tiling machinery every analytic kernel runs on;
 * :mod:`ntkdr.kernels.operator` -- :class:`AnalyticNTK` (also ``NTK``) / :class:`KernelOptions`, the kernel as an object
   with ``K(X, Z)``, ``K.diag(X)`` and ``K.matvec(X, v)``;
@@ -9,6 +11,7 @@
 
 from __future__ import annotations
 
+from ntkdr.kernels.factorized import factorized_fc_kernels, factorized_inputs
 from ntkdr.kernels.operator import NTK, AnalyticNTK, KernelOptions
 from ntkdr.kernels.relu import (
     fc_relu_kernels,
@@ -27,4 +30,6 @@ __all__ = [
     "fc_relu_kernels",
     "two_layer_ntk_diag",
     "fc_relu_kernels_diag",
+    "factorized_fc_kernels",
+    "factorized_inputs",
 ]

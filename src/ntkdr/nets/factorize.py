@@ -11,7 +11,7 @@ with the Gram matrix of the sketched inputs.  :func:`factorize` applies this to 
 ``nn.Linear`` of an arbitrary module (and to ntkdr's own NTK-parameterized layers), returning a
 new module; :func:`factorization_summary` says what was replaced, what was skipped and why, and
 what it costs.  :func:`factorized_fc_kernels` is the infinite-width NTK / NNGP of a deep ReLU net
-whose first layer is factorized.
+whose first layer is factorized, is :func:`ntkdr.kernels.factorized_fc_kernels`.
 
 Layers that run.  Some parents do not call a child ``nn.Linear`` as a module but read its
 ``weight`` (``nn.MultiheadAttention.out_proj``); replacing such a layer would silently run the
@@ -33,18 +33,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from .kernels import fc_relu_kernels
-from .models import NTKLinear, SketchedLinear, derive_seed
-from .sketches import make_sketch
-from .validation import as_matrix, check_choice, check_int
+from ntkdr.nets.layers import NTKLinear, SketchedLinear
+from ntkdr.nets.models import derive_seed
+from ntkdr.sketches import make_sketch
+from ntkdr.validation import check_choice, check_int
 
 __all__ = [
     "factorize",
     "factorization_summary",
     "FactorizationSummary",
     "LayerRecord",
-    "factorized_fc_kernels",
-    "sketched_features",
 ]
 
 #: sketch kinds that factorize can build without data (``pca`` needs the layer's inputs)
@@ -365,54 +363,3 @@ def factorization_summary(model: nn.Module) -> FactorizationSummary:
     records.sort(key=lambda r: order.get(r.name, -1))
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return FactorizationSummary(records, params)
-
-
-# ----------------------------------------------------------------------------- kernels
-def sketched_features(layer: SketchedLinear, X: Any) -> torch.Tensor:
-    """The inputs that the analytic deep kernel of a factorized first layer sees:
-    ``phi(x) = sqrt(k / d) * S x`` (``S x / |S x|`` first when the sketch renormalizes).
-
-    A :class:`SketchedLinear` in NTK parameterization computes ``w / sqrt(d) * U (S x) + b``:
-    with ``x' = phi(x)`` that is the dense NTK layer ``w / sqrt(k) * U x' + b`` on ``k`` inputs.
-    """
-    if not isinstance(layer, SketchedLinear):
-        raise ValueError(f"need a SketchedLinear, got {type(layer).__name__}")
-    if layer.parameterization != "ntk":
-        raise ValueError("the analytic kernel needs a SketchedLinear in NTK parameterization")
-    Xt, _ = as_matrix(X, "X", dtype=layer.S.dtype, device=layer.S.device)
-    with torch.no_grad():
-        return layer.sketch_input(Xt) * math.sqrt(layer.k / layer.in_features)
-
-
-def factorized_fc_kernels(
-    X: Any,
-    layer: SketchedLinear,
-    Z: Any = None,
-    depth: int = 1,
-    w_std: float = 2**0.5,
-    b_std: float = 0.0,
-    w_out: float = 1.0,
-) -> tuple[Any, Any]:
-    r"""``(ntk, nngp)`` of a deep ReLU net (NTK parameterization, the network of
-    :func:`ntkdr.kernels.fc_relu_kernels`) whose first layer is the factorized ``layer``.
-
-    With S fixed and ``U, b`` trained, the first layer ``w / sqrt(d) * U (S x) + b_std b`` has
-    input covariance ``w^2 (S x . S z) / d + b_std^2`` (with ``renormalize``:
-    ``w^2 (S x . S z) / (d |S x| |S z|) + b_std^2``), which is that of a dense first layer on
-    ``x' = sqrt(k / d) S x`` (see :func:`sketched_features`); the rest of the recursion (Jacot
-    et al. 2018; Arora et al. 2019) is unchanged, so this is
-    ``fc_relu_kernels(phi(X), phi(Z), depth, w_std, b_std, w_out)``.  ``w_std`` / ``b_std``
-    must be the layer's own.  numpy in -> numpy out.
-    """
-    if layer.parameterization == "ntk" and (layer.w_std != w_std or layer.b_std != b_std):
-        raise ValueError(
-            f"the layer has w_std = {layer.w_std}, b_std = {layer.b_std} but the kernel was asked "
-            f"for w_std = {w_std}, b_std = {b_std}"
-        )
-    was_numpy = not isinstance(X, torch.Tensor)
-    FX = sketched_features(layer, X)
-    FZ = None if Z is None else sketched_features(layer, Z)
-    ntk, nngp = fc_relu_kernels(FX, FZ, depth=depth, w_std=w_std, b_std=b_std, w_out=w_out)
-    if was_numpy:
-        return ntk.cpu().numpy(), nngp.cpu().numpy()
-    return ntk, nngp

@@ -1,5 +1,5 @@
 r"""Compare two networks through their empirical NTKs on the same points (typically a model and
-its :func:`~ntkdr.factorize.factorize`-d copy).
+its :func:`~ntkdr.nets.factorize.factorize`-d copy).
 
 The empirical NTK (Jacot et al. 2018) of a network with trained parameters ``p`` is
 ``Theta(x, z) = J(x) J(z)^T`` with ``J = df/dp``.  For a model with ``c > 1`` outputs the kernel
@@ -9,15 +9,15 @@ convention -- an ``n x n`` matrix either way.
 
 How each kernel is computed (``method="auto"``):
 
-* ``closed`` -- networks ntkdr knows: :class:`~ntkdr.models.TwoLayerReLU` (one output; the two-GEMM
-  closed form of :mod:`ntkdr.empirical`) and :class:`~ntkdr.models.DeepReLU` (one output, S not
-  trained): the layerwise form ``Theta = sum_l s_l^2 (h_l h_l^T) o (D_l D_l^T) + b_l^2 D_l D_l^T``,
+* ``closed`` -- networks ntkdr knows: :class:`~ntkdr.nets.TwoLayerReLU` (one output; the two-GEMM
+  closed form of :mod:`ntkdr.nets.empirical`) and :class:`~ntkdr.nets.DeepReLU` (one output, S not
+  trained; :mod:`ntkdr.nets.deep_ntk`): the layerwise form ``Theta = sum_l s_l^2 (h_l h_l^T) o (D_l D_l^T) + b_l^2 D_l D_l^T``,
   ``h_l`` the input of layer ``l`` (``S h_l`` for a factorized layer), ``s_l`` its weight scale,
   ``D_l`` the per-example derivative of the output with respect to its pre-activations (one
   backward pass for all examples) -- no per-example Jacobians.
 * ``jacobian`` -- any other module, ``torch.func`` (``vmap(jacrev)``), in row chunks.
 * ``projected`` -- when one example's Jacobian does not fit in ``max_memory``: the unbiased
-  random projection ``(1/k') (J P)(J P)^T`` of :func:`ntkdr.empirical.ntk_projected`.
+  random projection ``(1/k') (J P)(J P)^T`` of :func:`ntkdr.nets.empirical.ntk_projected`.
 
 Quantities: ``lambda_min`` of each kernel and their ratio (b / a); with labels ``y`` the
 Arora et al. (2019, Thm 5.1) bound ``sqrt(2 y^T Theta^-1 y / n)`` of each and its ratio;
@@ -38,12 +38,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .empirical import DEFAULT_MAX_MEMORY, ntk, ntk_projected
-from .models import DeepReLU, NTKLinear, SketchedLinear, TwoLayerReLU
-from .theory import SingularKernelWarning, generalization_bound, lambda_min
-from .validation import as_labels, as_matrix, check_choice, check_int
+from ntkdr.memory import check_max_memory, working_budget
+from ntkdr.nets import DeepReLU, TwoLayerReLU, model_dtype_device
+from ntkdr.nets.deep_ntk import deep_closed_form_applies, deep_relu_ntk
+from ntkdr.nets.empirical import empirical_ntk, ntk_projected
+from ntkdr.theory import SingularKernelWarning, generalization_bound, lambda_min
+from ntkdr.validation import as_labels, as_matrix, check_choice, check_int
 
-__all__ = ["compare", "Comparison", "empirical_kernel", "deep_relu_ntk", "TRACE_CONVENTION"]
+__all__ = ["compare", "Comparison", "empirical_kernel", "TRACE_CONVENTION"]
 
 TRACE_CONVENTION = (
     "multi-output models: Theta(x, z) = (1/c) sum_a J_a(x) . J_a(z), the trace over the output "
@@ -96,73 +98,6 @@ class Comparison:
 
 
 # ----------------------------------------------------------------------------- kernels
-def _dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
-    for t in [*model.parameters(), *model.buffers()]:
-        if t.is_floating_point():
-            return t.dtype, t.device
-    return torch.float32, torch.device("cpu")
-
-
-def _deep_closed_ok(model: nn.Module) -> bool:
-    if not isinstance(model, DeepReLU) or model.out_dim != 1:
-        return False
-    for i, layer in enumerate(model.layers):
-        if isinstance(layer, SketchedLinear):
-            trained_s = isinstance(layer.S, nn.Parameter) and layer.S.requires_grad
-            renorm_inside = i > 0 and getattr(layer.sketch, "renormalize", False)
-            if trained_s or renorm_inside:
-                return False
-        elif not isinstance(layer, NTKLinear):
-            return False
-    return True
-
-
-def _layer_terms(layer: nn.Module) -> tuple[Any, float, Any, float]:
-    """``(weight, weight scale, bias, bias scale)`` of an NTKLinear / SketchedLinear."""
-    if isinstance(layer, NTKLinear):
-        return layer.weight, layer.w_std / math.sqrt(layer.in_features), layer.bias, layer.b_std
-    return layer.U, layer._w_scale, layer.bias, layer._b_scale
-
-
-def deep_relu_ntk(model: DeepReLU, X: Any) -> torch.Tensor:
-    """Layerwise closed-form empirical NTK of a single-output :class:`DeepReLU` (any layers
-    factorized, S fixed), ``n x n`` in the model's dtype; see the module docstring."""
-    if not _deep_closed_ok(model):
-        raise ValueError(
-            "deep_relu_ntk needs a DeepReLU with out_dim = 1 whose layers are NTKLinear or "
-            "SketchedLinear with a fixed S; use method='jacobian'"
-        )
-    dtype, device = _dtype_device(model)
-    Xt, _ = as_matrix(X, "X", dtype=dtype, device=device)
-    inputs, pre = [], []
-    with torch.enable_grad():
-        h = Xt
-        for i, layer in enumerate(model.layers):
-            phi = layer.sketch_input(h) if isinstance(layer, SketchedLinear) else h
-            inputs.append(phi.detach())
-            z = layer(h)
-            if i == 0:  # the graph starts at the first pre-activation (X needs no gradient)
-                z = z.detach().requires_grad_(True)
-            if i < len(model.layers) - 1:
-                pre.append(z)
-                h = torch.relu(z)
-            else:
-                out = z.sum()
-        # rows are independent, so d(sum_i f(x_i)) / dz_l holds every example's df/dz_l
-        deltas = [d.detach() for d in torch.autograd.grad(out, pre)] if pre else []
-    # the readout's pre-activation derivative is 1 for every example
-    deltas.append(torch.ones(Xt.shape[0], 1, dtype=dtype, device=device))
-    K = torch.zeros(Xt.shape[0], Xt.shape[0], dtype=dtype, device=device)
-    for layer, phi, D in zip(model.layers, inputs, deltas):
-        W, w_scale, b, b_scale = _layer_terms(layer)
-        DD = D @ D.T
-        if W.requires_grad:
-            K.addcmul_(phi @ phi.T, DD, value=w_scale**2)
-        if b is not None and b.requires_grad:
-            K.add_(DD, alpha=b_scale**2)
-    return K
-
-
 def _n_outputs(model: nn.Module, X: torch.Tensor) -> int:
     with torch.no_grad():
         out = model(X[:1])
@@ -180,17 +115,22 @@ def empirical_kernel(
     X: Any,
     *,
     method: str = "auto",
-    max_memory: int = DEFAULT_MAX_MEMORY,
+    max_memory: float | str | None = None,
     k_proj: int = 256,
     seed: int = 0,
 ) -> tuple[torch.Tensor, str, float | None]:
     """``(Theta, method used, projected relative error or None)``: the ``n x n`` empirical NTK of
     ``model`` on ``X`` under the trace convention above (float64)."""
     method = check_choice(method, "method", _METHODS)
-    dtype, device = _dtype_device(model)
+    max_memory = int(working_budget(check_max_memory(max_memory)))
+    dtype, device = model_dtype_device(model)
     Xt, _ = as_matrix(X, "X", dtype=dtype, device=device)
     if method == "auto":
-        if isinstance(model, TwoLayerReLU) and model.out_dim == 1 or _deep_closed_ok(model):
+        if (
+            isinstance(model, TwoLayerReLU)
+            and model.out_dim == 1
+            or deep_closed_form_applies(model)
+        ):
             method = "closed"
         else:
             c = _n_outputs(model, Xt)
@@ -202,10 +142,10 @@ def empirical_kernel(
         K = (
             deep_relu_ntk(model, Xt)
             if isinstance(model, DeepReLU)
-            else ntk(model, Xt, method="closed")
+            else empirical_ntk(model, Xt, method="closed")
         )
     elif method == "jacobian":
-        K = ntk(model, Xt, method="jacobian", max_memory=max_memory)
+        K = empirical_ntk(model, Xt, method="jacobian", max_memory=max_memory)
     else:
         res = ntk_projected(model, Xt, k_proj=k_proj, seed=seed, max_memory=max_memory)
         K, err = res.kernel, res.relative_error
@@ -252,7 +192,7 @@ def compare(
     y: Any = None,
     *,
     method: str = "auto",
-    max_memory: int = DEFAULT_MAX_MEMORY,
+    max_memory: float | str | None = None,
     k_proj: int = 256,
     seed: int = 0,
     delta: float = 0.05,
@@ -264,7 +204,8 @@ def compare(
     model's dtype and device.  ``y`` (``(n,)`` or ``(n, c)``) adds the generalization bound of
     each kernel and ``bound_ratio = bound_b / bound_a``.  ``method`` applies to both models
     (``"auto"``: closed form, ``torch.func`` or projected, see the module docstring);
-    ``max_memory`` bytes bound the Jacobian blocks; ``k_proj`` and ``seed`` set the projected
+    ``max_memory`` (bytes or a size such as ``"2GB"``; None: :data:`ntkdr.memory.DEFAULT_MAX_MEMORY`)
+    bounds the Jacobian blocks; ``k_proj`` and ``seed`` set the projected
     estimate; ``repeats`` timed forward / backward passes (median, after one warm-up; ``0``
     skips the timing and leaves the seconds ``None``).
     Ratios are b / a; ``nan`` where a value is zero or infinite.
@@ -280,7 +221,7 @@ def compare(
     res: dict[str, Any] = {}
     kernels = []
     for tag, model in (("a", model_a), ("b", model_b)):
-        dtype, device = _dtype_device(model)
+        dtype, device = model_dtype_device(model)
         Xm = X64.to(dtype=dtype, device=device)
         t0 = time.perf_counter()
         K, used, err = empirical_kernel(

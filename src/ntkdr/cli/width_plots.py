@@ -1,4 +1,4 @@
-"""PNG plots of a width study (:func:`ntkdr.width.width_study`): deviation from the NTK limit
+"""PNG plots of a width study (:func:`ntkdr.studies.width.width_study`): deviation from the NTK limit
 vs width on log-log axes with the tolerance band, and the training cost to reach the tolerance.
 matplotlib (Agg backend) is imported lazily."""
 

@@ -26,8 +26,9 @@ width reaching the tolerance for (a) and (b), the width extrapolated from the fi
 points, and the training cost at the reached width (multiply-adds per GD step and measured
 seconds).  Networks: ``two_layer_dense`` / ``two_layer_factorized`` (:class:`TwoLayerReLU`,
 first layer trained, ``Theta_inf = H1(X)`` / ``H1(S X)``) and ``deep_dense`` / ``deep_factorized``
-(:class:`DeepReLU`, all layers trained, the first factorized by :func:`ntkdr.factorize.factorize`,
-``Theta_inf`` from :func:`ntkdr.kernels.fc_relu_kernels` / :func:`factorized_fc_kernels`).
+(:class:`DeepReLU`, all layers trained, the first factorized by :func:`ntkdr.nets.factorize.factorize`,
+``Theta_inf`` from :func:`ntkdr.kernels.fc_relu_kernels` /
+:func:`ntkdr.kernels.factorized_fc_kernels`).
 The factorized nets are measured against their own limit; ``limit_gap`` is how far that limit
 is from the dense one (the sketch's error, which no width removes).
 """
@@ -43,12 +44,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .compare import empirical_kernel
-from .factorize import factorize, factorized_fc_kernels
-from .kernels import fc_relu_kernels, two_layer_ntk
-from .models import DeepReLU, TwoLayerReLU, derive_seed
-from .sketches import make_sketch
-from .theory import (
+from ntkdr.kernels import factorized_fc_kernels, fc_relu_kernels, two_layer_ntk
+from ntkdr.nets import DeepReLU, TwoLayerReLU, derive_seed
+from ntkdr.nets.factorize import factorize
+from ntkdr.sketches import make_sketch
+from ntkdr.studies.comparison import empirical_kernel
+from ntkdr.theory import (
     SingularKernelWarning,
     cost,
     lambda_max,
@@ -56,8 +57,8 @@ from .theory import (
     predicted_trajectory,
     width_requirements,
 )
-from .train import fit, time_gd_step
-from .validation import (
+from ntkdr.training import fit, time_gd_step
+from ntkdr.validation import (
     as_labels,
     as_matrix,
     check_choice,
@@ -165,13 +166,10 @@ class _Net:
             return mlp_cost(self.d, [m] * self.depth, n, self.k if self.factorized else None)[
                 "train_macs_per_step"
             ]
-        c = cost(
-            self.d,
-            m,
-            self.k if self.factorized else None,
-            self.kind if self.factorized else None,
-            n=n,
-        )
+        if self.factorized:
+            c = cost(self.d, m, self.k, self.kind, n=n, sketch=self.sketch)
+        else:
+            c = cost(self.d, m, n=n)
         return c["factorized" if self.factorized else "dense"]["train_macs_per_step"]
 
 
