@@ -151,6 +151,14 @@ def test_naming_a_weight_read_layer_is_an_error():
         factorize("model", 4)
 
 
+def test_lazy_layers_are_skipped_or_refused():
+    model = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 2))
+    f = factorize(model, 4, layers=lambda name, mod: True)
+    assert factorization_summary(f).skipped[0].reason == "not initialised (lazy)"
+    with pytest.raises(ValueError, match="not initialised yet"):
+        factorize(model, 4, layers=["0"])
+
+
 def test_shared_layer_replaced_once_and_still_shared_and_frozen_flags_kept():
     shared = nn.Linear(10, 10)
     shared.weight.requires_grad_(False)

@@ -164,13 +164,19 @@ def _uncalled(model: nn.Module) -> dict[str, str]:
         for cls, children in WEIGHT_READERS.items():
             if isinstance(parent, cls):
                 for child in children:
-                    if _is_linear(getattr(parent, child, None) or nn.Identity()):
+                    mod = getattr(parent, child, None)
+                    if mod is not None and _is_linear(mod):
                         name = f"{pname}.{child}" if pname else child
                         out[name] = f"{type(parent).__name__} reads {child}.weight directly"
     return out
 
 
+def _is_lazy(module: nn.Module) -> bool:
+    return isinstance(getattr(module, "weight", None), nn.parameter.UninitializedParameter)
+
+
 def _record(name: str, layer: nn.Module, k: int | None, kind: str | None, reason: str = ""):
+    """The :class:`LayerRecord` of a linear layer (``reason``: why it was skipped)."""
     d, o = layer.in_features, layer.out_features
     has_b = getattr(layer, "bias", None) is not None
     rec = LayerRecord(name, "skipped" if reason else "replaced", d, o, k, kind, reason)
@@ -283,7 +289,7 @@ def factorize(
             if callable(layers) and not layers(name, mod):
                 continue
             kl = _resolve_k(k, mod.in_features)
-            reason = uncalled.get(name, "")
+            reason = uncalled.get(name, "") or ("not initialised (lazy)" if _is_lazy(mod) else "")
             if not reason and (kl > mod.in_features or (layers is None and kl == mod.in_features)):
                 reason = f"in_features = {mod.in_features} <= k = {kl}"
             if not reason and kind == "identity" and kl != mod.in_features:
@@ -303,6 +309,8 @@ def factorize(
                 raise ValueError(
                     f"layers: {name!r} is a {type(mod).__name__}, not a linear layer (nn.Linear)"
                 )
+            if _is_lazy(mod):
+                raise ValueError(f"layers: {name!r} is not initialised yet (run the model once)")
             if name in uncalled:
                 raise ValueError(
                     f"layers: {name!r} cannot be factorized: {uncalled[name]} (the factorized "
@@ -356,10 +364,12 @@ def factorization_summary(model: nn.Module) -> FactorizationSummary:
     records = [r for r in getattr(model, _RECORD_ATTR, []) if r.status == "skipped"]
     for name, mod in model.named_modules():
         if isinstance(mod, SketchedLinear):
-            probe = nn.Linear(1, 1, bias=mod.bias is not None, device="meta")
-            probe.in_features, probe.out_features = mod.in_features, mod.out_features
-            records.append(_record(name, probe, mod.k, getattr(mod.sketch, "kind", "?")))
+            records.append(_record(name, mod, mod.k, getattr(mod.sketch, "kind", "?")))
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
     records.sort(key=lambda r: order.get(r.name, -1))
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    params = sum(
+        p.numel()
+        for p in model.parameters()
+        if p.requires_grad and not isinstance(p, nn.parameter.UninitializedParameter)
+    )
     return FactorizationSummary(records, params)
