@@ -58,6 +58,19 @@ def test_compare_prints_and_writes_json(factory, tmp_path, capsys):
     assert [r["name"] for r in res["factorization"]["layers"]] == ["0", "2"]
 
 
+def test_compare_data_file_without_labels(factory, tmp_path, capsys):
+    import numpy as np
+
+    path = tmp_path / "rows.npz"
+    np.savez(path, X=np.random.default_rng(0).normal(size=(30, 64)))
+    out = tmp_path / "c.json"
+    code = main(["compare", "--model", f"{factory}:mlp", "--data", str(path), "--k", "16",
+                 "--json", str(out), "--quiet"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    c = strict(out.read_text())["comparison"]
+    assert c["n"] == 30 and "bound_ratio" not in c
+
+
 def test_compare_multi_output_and_fraction(factory, capsys):
     code = main(["compare", "--model", f"{factory}:two_outputs", "--dataset", "digits",
                  "--k", "0.5", "--kind", "srht", "--n", "24", "--quiet"])  # fmt: skip

@@ -33,10 +33,15 @@ def _xy(
     data: str | None, dataset: str | None, classes, n_train, n_test, seed: int
 ) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Training rows (norm 1) of a file or a named data set, with +-1 labels for a binary task
-    (``None`` otherwise), as ``ntkdr run`` loads them."""
+    (``None`` otherwise, or when the file has no labels), as ``ntkdr run`` loads them."""
     from ntkdr import data as D
 
     kw = {"classes": classes, "n_train": n_train, "n_test": n_test, "seed": seed}
+    if data:
+        X, y = D.load_file(data)
+        if y is None:  # a file of rows only: no labels, no bound
+            V.check_nonzero_rows(torch.as_tensor(X), f"X of {data}")
+            return D.normalize_rows(X), None, Path(data).name
     ds = D.dataset_from_file(data, **kw) if data else D.load_dataset(dataset or "mnist", **kw)
     y = np.asarray(ds.y_train, dtype=np.float64) if ds.task == "binary" else None
     return ds.X_train, y, ds.name
