@@ -24,6 +24,7 @@ _EXPORTS = {
     "kernels": (
         "two_layer_ntk",
         "fc_relu_kernels",
+        "fc_kernels",
         "factorized_fc_kernels",
         "AnalyticNTK",
         "KernelOptions",
@@ -31,6 +32,7 @@ _EXPORTS = {
     "nets": ("TwoLayerReLU", "SketchedLinear", "DeepReLU"),
     "nets.empirical": ("empirical_ntk", "ntk_projected", "ProjectedNTK"),
     "nets.factorize": ("factorize", "factorization_summary", "FactorizationSummary"),
+    "nets.montecarlo": ("monte_carlo_kernels", "MonteCarloKernels"),
     "studies": ("compare", "Comparison", "width_study", "WidthStudy"),
     "training": ("fit", "train_network", "History"),
     "theory": (
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
         AnalyticNTK,
         KernelOptions,
         factorized_fc_kernels,
+        fc_kernels,
         fc_relu_kernels,
         two_layer_ntk,
     )
@@ -77,6 +80,7 @@ if TYPE_CHECKING:
     from ntkdr.nets.empirical import ProjectedNTK, empirical_ntk, ntk_projected
     from ntkdr.nets.empirical import empirical_ntk as ntk
     from ntkdr.nets.factorize import FactorizationSummary, factorization_summary, factorize
+    from ntkdr.nets.montecarlo import MonteCarloKernels, monte_carlo_kernels
     from ntkdr.predict import gp_inference, gradient_descent_mse
     from ntkdr.regression import (
         NTKClassifier,

@@ -3,7 +3,9 @@
 A factorized first layer (Ailon & Shit, arXiv 2210.04807, 2022) in NTK parameterization (Jacot et
 al. 2018), ``w / sqrt(d) * U (S x) + b_std b`` with S (k x d) fixed and ``U, b ~ N(0, 1)`` trained,
 is the dense NTK layer ``w / sqrt(k) * U x' + b_std b`` on ``x' = sqrt(k / d) S x``; the rest of
-the recursion (Arora et al. 2019) is unchanged.  The layer is any object with ``sketch_input``,
+the recursion (Arora et al. 2019) is unchanged.  (This differs from
+``fc_kernels(X, sketch=S)``, the kernel of ``S x`` fed to a network with ``k`` inputs, whose
+first layer scales by ``1 / sqrt(k)``: a factorized layer keeps the dense fan-in ``d``.)  The layer is any object with ``sketch_input``,
 ``k``, ``in_features``, ``w_std``, ``b_std`` and ``parameterization`` -- the
 :class:`~ntkdr.nets.SketchedLinear` that :func:`ntkdr.nets.factorize.factorize` builds.
 """
