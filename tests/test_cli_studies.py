@@ -36,6 +36,12 @@ def factory(tmp_path, monkeypatch):
 
             def not_a_module():
                 return 3
+
+            def broken():
+                raise RuntimeError("no weights here")
+
+            def wrong_width():
+                return nn.Sequential(nn.Linear(10, 4), nn.ReLU(), nn.Linear(4, 1))
             """
         )
     )
@@ -84,6 +90,8 @@ def test_compare_multi_output_and_fraction(factory, capsys):
         ("fz_user_models:nope", "16", "has no attribute 'nope'"),
         ("no_such_module_xyz:f", "16", "cannot import 'no_such_module_xyz'"),
         ("fz_user_models:not_a_module", "16", "must return a torch.nn.Module, got int"),
+        ("fz_user_models:broken", "16", "the factory raised RuntimeError: no weights here"),
+        ("fz_user_models:wrong_width", "2", "--model failed on the data (20 x 64)"),
         ("fz_user_models:mlp", "0", "k must be >= 1"),
         ("fz_user_models:mlp", "1.5", r"fractional k must be in (0, 1]"),
         ("fz_user_models:mlp", "abc", "expected an integer k or a fraction"),

@@ -71,8 +71,14 @@ def load_factory(spec: str):
 
 
 def _build(fn, d: int):
-    params = inspect.signature(fn).parameters
-    model = fn(d=d) if "d" in params else fn()
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        params = {}
+    try:
+        model = fn(d=d) if "d" in params else fn()
+    except Exception as exc:  # the user's code: one line, not a traceback
+        raise ValueError(f"--model: the factory raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"--model must return a torch.nn.Module, got {type(model).__name__}")
     return model
@@ -90,7 +96,12 @@ def compare_command(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     model = _build(fn, X.shape[1]).to(device=args.device, dtype=getattr(torch, args.dtype))
     fact = factorize(model, args.k, args.kind, seed=args.seed, init=args.init)
-    c = compare(model, fact, X, y, k_proj=args.k_proj, seed=args.seed)
+    try:
+        c = compare(model, fact, X, y, k_proj=args.k_proj, seed=args.seed)
+    except RuntimeError as exc:  # e.g. the model expects another number of features
+        raise ValueError(
+            f"--model failed on the data ({X.shape[0]} x {X.shape[1]}): {exc}".splitlines()[0]
+        ) from exc
     result = {"model": args.model, "data": name, "k": args.k, "kind": args.kind,
               "comparison": c.as_dict(), "factorization": factorization_summary(fact).as_dict()}  # fmt: skip
     if args.json:
