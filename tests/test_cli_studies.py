@@ -1,5 +1,5 @@
-"""`ntkdr compare` and `ntkdr width` end to end (one-line errors, files written), and the width
-section that `ntkdr run` adds to its report."""
+"""`ntkdr compare` and `ntkdr width` end to end (one-line errors, files written); the width
+section that `ntkdr run` adds to its report is checked in test_cli's run --quick test."""
 
 from __future__ import annotations
 
@@ -128,16 +128,3 @@ def test_width_bad_input(tmp_path, capsys):
     assert code == 2 and "width must be >= 1" in capsys.readouterr().err
     code = main(["width", "--dataset", "digits", "--networks", "wide", "--output", str(tmp_path)])
     assert code == 2 and "unknown network 'wide'" in capsys.readouterr().err
-
-
-def test_run_quick_has_the_width_section(tmp_path, capsys):
-    out = tmp_path / "rep"
-    code = main(["run", "--quick", "--dataset", "digits", "--output", str(out), "--quiet"])
-    assert code == 0, capsys.readouterr().err
-    report = strict((out / "report.json").read_text())
-    width = report["width"]
-    assert set(width["networks"]) == {"two_layer_dense", "two_layer_factorized"}
-    assert width["config"]["k"] == 16  # min(64, d // 4) for d = 64
-    md = (out / "report.md").read_text()
-    assert "## How wide is wide enough" in md and "width_cost.png" in md
-    assert (out / "width_deviation.png").exists()
