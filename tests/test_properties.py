@@ -253,7 +253,7 @@ def test_fc_relu_kernels(X, kind, depth, w, b, w_out, tile):
     r_ntk, r_nngp, dx, _ = ref_fc(X, X, depth, w, b, w_out)
     # Diagonal: the recursion at theta = 0 (closed form, no angle noise).
     np.testing.assert_allclose(np.diag(N), dx, rtol=16 * (X.shape[1] + depth) * eps, atol=0)
-    scale = np.sqrt(np.outer(dx, dx))
+    scale = np.outer(np.sqrt(dx), np.sqrt(dx))
     assert np.all(np.abs(N - r_ntk) <= 8 * depth * math.sqrt(eps) * scale + 1e-300)
     assert np.all(np.abs(G - r_nngp) <= 8 * depth * math.sqrt(eps) * scale + 1e-300)
     assert_psd(N, eps, X)
@@ -276,7 +276,7 @@ def test_fc_relu_kernels_cross(X, Z, depth):
     N = check_kind_dtype(ntk, "numpy", dt, (X.shape[0], Z.shape[0]))
     check_kind_dtype(nngp, "numpy", dt, (X.shape[0], Z.shape[0]))
     r_ntk, _, dx, dz = ref_fc(X, Z, depth, 2**0.5, 0.0, 1.0)
-    scale = np.sqrt(np.outer(dx, dz))
+    scale = np.outer(np.sqrt(dx), np.sqrt(dz))
     assert np.all(np.abs(N - r_ntk) <= 8 * depth * math.sqrt(EPS[np.dtype(dt)]) * scale + 1e-300)
 
 
@@ -408,7 +408,7 @@ def test_kernel_options_valid_or_value_error(arg, value):
         kw = {"depth": 1, "w": 2**0.5, "b": 0.0, "w_out": 1.0}
         kw[{"w_std": "w", "b_std": "b"}.get(arg, arg)] = value
         r_ntk, r_nngp, dx, _ = ref_fc(X, X, **kw)
-        refs, scales = [r_ntk, r_nngp], [np.sqrt(np.outer(dx, dx))] * 2
+        refs, scales = [r_ntk, r_nngp], [np.outer(np.sqrt(dx), np.sqrt(dx))] * 2
     for K, ref, scale in zip(out, refs, scales):
         assert K.shape == (4, 4) and np.isfinite(K).all()
         assert np.all(np.abs(K - ref) <= 8 * math.sqrt(eps) * scale + 1e-300)
@@ -824,7 +824,7 @@ def test_kernels_homogeneous_at_extreme_scales(dtype, exp, fn):
     K1 = K((X.astype(np.float64) * c).astype(dtype))
     assert np.isfinite(K1).all()
     eps = EPS[np.dtype(dtype)]
-    scale = np.sqrt(np.outer(np.diag(K0), np.diag(K0)))
+    scale = np.outer(np.sqrt(np.diag(K0)), np.sqrt(np.diag(K0)))
     assert np.all(np.abs(K1 / c**2 - K0) <= 8 * math.sqrt(eps) * scale)
 
 
@@ -849,7 +849,7 @@ def test_kernel_extreme_hyperparameters(kw):
             p["w_out"] = kw.get("w_out", 1.0)
             p = {key: np.float64(v) for key, v in p.items()}  # inf, not OverflowError
             r_ntk, r_nngp, dx, _ = ref_fc(X, X, 2, **p)
-            refs, scales = [r_ntk, r_nngp], [np.sqrt(np.outer(dx, dx))] * 2
+            refs, scales = [r_ntk, r_nngp], [np.outer(np.sqrt(dx), np.sqrt(dx))] * 2
             fits = bool(np.isfinite(dx).all() and dx.max() <= lim)
     if not fits:
         with pytest.raises(ValueError, match="kernel values overflow the dtype range"):
