@@ -13,7 +13,7 @@ Needs torch 2.13.0, ntkdr and neural-tangents 0.6.5 (jax 0.4.30) in the same env
         'tf2jax==0.3.6' torch==2.13.0 && /tmp/ntbench/bin/pip install --no-deps -e .
 
 For each activation, n and dtype, on the same Gaussian rows (d = 784, normalised to |x| = 1):
-``ntkdr.activations.fc_kernels(X, None, depth, act, b_std=0.1)`` (NTK and NNGP, symmetric),
+``ntkdr.kernels.fc_kernels(X, None, depth, act, b_std=0.1)`` (NTK and NNGP, symmetric),
 neural-tangents' jitted ``kernel_fn(X, None, ("ntk", "nngp"))`` of
 ``serial(Dense(sqrt 2, 0.1), Act, ..., Dense(1, 0.1))`` (NTK parameterization; compile time
 excluded by the warm-up; ``block_until_ready``), and ``X @ X.T`` in torch.  Protocol: one
