@@ -18,6 +18,9 @@ TINY = {
     "deep_ntk": {"n": 64, "d": 16},
     "sketched_vs_dense_ntk": {"n": 64, "d": 128, "k": 16},
     "gd_step": {"n": 64, "d": 32, "m": 64, "k": 8},
+    "fit_5": {"n": 64, "d": 32, "m": 64, "k": 8, "steps": 5},
+    "fit_100": {"n": 64, "d": 32, "m": 64, "k": 8, "steps": 10},
+    "fit_auto_lr": {"n": 64, "d": 32, "m": 64, "k": 8, "steps": 5},
     "inference": {"batch": 16, "d": 64, "m": 64, "k": 8},
     "empirical_closed": {"n": 32, "d": 16, "m": 64},
     "empirical_vs_torchfunc": {"n": 8, "d": 16, "m": 32},
@@ -54,6 +57,8 @@ def test_limits_follow_the_sizes(results):
     assert by["gd_step"]["limit"] == pytest.approx(32 / 8)
     assert all(len(ts) == 2 for ts in by["gd_step"]["samples"].values())  # repeats=2 rounds
     assert by["inference"]["limit"] == pytest.approx(64 / 8)
+    assert by["fit_5"]["limit"] == by["fit_100"]["limit"] == pytest.approx(32 / 8)
+    assert by["fit_auto_lr"]["limit"] == 1.0
     lim = by["sketched_vs_dense_ntk"]
     s = lim["seconds"]
     assert lim["limit"] == pytest.approx(

@@ -69,6 +69,33 @@ _CASE_LIST = [
         {"n": 500, "d": 784, "m": 1024, "k": 64},
     ),
     _Case(
+        "fit_5",
+        "end-to-end fit(lr=1e-3), 5 GD steps, factorized vs dense",
+        "speed-up",
+        ">=",
+        6.0,
+        {"n": 2000, "d": 784, "m": 4096, "k": 64, "steps": 5},
+        {"n": 500, "d": 784, "m": 1024, "k": 64, "steps": 5},
+    ),
+    _Case(
+        "fit_100",
+        "end-to-end fit(lr=1e-3), 100 GD steps, factorized vs dense",
+        "speed-up",
+        ">=",
+        8.0,
+        {"n": 2000, "d": 784, "m": 4096, "k": 64, "steps": 100},
+        {"n": 500, "d": 784, "m": 1024, "k": 64, "steps": 20},
+    ),
+    _Case(
+        "fit_auto_lr",
+        "cost of lr=None (1/lambda_max of the NTK at init), factorized fit, 5 steps",
+        "time(lr=None) / time(lr=1e-3)",
+        "<=",
+        4.0,
+        {"n": 2000, "d": 784, "m": 4096, "k": 64, "steps": 5},
+        {"n": 500, "d": 784, "m": 1024, "k": 64, "steps": 5},
+    ),
+    _Case(
         "inference",
         "inference, SRHT + factorized vs dense",
         "speed-up",
@@ -260,6 +287,63 @@ def _case_gd_step(s, ctx):
     return t, lambda t: t["dense"] / t["factorized"], d / k, "d / k", {}
 
 
+def _fit_nets(s, ctx):
+    from ntkdr.nets.models import TwoLayerReLU
+    from ntkdr.sketches import make_sketch
+
+    d, m, k = s["d"], s["m"], s["k"]
+    return (
+        lambda: TwoLayerReLU(d, m, seed=ctx.seed, device=ctx.device),
+        lambda: TwoLayerReLU(
+            d, m, sketch=make_sketch("srht", d, k, seed=ctx.seed), seed=ctx.seed, device=ctx.device
+        ),
+    )
+
+
+def _case_fit(s, ctx):
+    """What a user's ``fit(net, X, y, steps, lr=1e-3)`` call costs, start-up included (a fresh
+    net per call, built outside the timing); limit: the per-step flop ratio ``d / k``."""
+    from ntkdr.training.loop import fit
+
+    X, y = ctx.data(s["n"], s["d"]), ctx.labels(s["n"])
+    make_dense, make_fact = _fit_nets(s, ctx)
+
+    def timed(make):
+        net = make()
+        _sync(ctx.device)
+        t0 = time.perf_counter()
+        fit(net, X, y, s["steps"], lr=1e-3, progress=False)
+        _sync(ctx.device)
+        return time.perf_counter() - t0
+
+    t = ctx.measure(
+        {"dense": lambda: timed(make_dense), "factorized": lambda: timed(make_fact)},
+        self_timed=True,
+    )
+    return t, lambda t: t["dense"] / t["factorized"], s["d"] / s["k"], "d / k", {}
+
+
+def _case_fit_auto_lr(s, ctx):
+    """Cost of ``lr=None`` (an ``n x n`` empirical NTK and its top eigenvalue); limit 1."""
+    from ntkdr.training.loop import fit
+
+    X, y = ctx.data(s["n"], s["d"]), ctx.labels(s["n"])
+    _, make_fact = _fit_nets(s, ctx)
+
+    def timed(lr):
+        net = make_fact()
+        _sync(ctx.device)
+        t0 = time.perf_counter()
+        fit(net, X, y, s["steps"], lr=lr, progress=False)
+        _sync(ctx.device)
+        return time.perf_counter() - t0
+
+    t = ctx.measure(
+        {"lr_none": lambda: timed(None), "lr_fixed": lambda: timed(1e-3)}, self_timed=True
+    )
+    return t, lambda t: t["lr_none"] / t["lr_fixed"], 1.0, "no extra cost", {}
+
+
 def _case_inference(s, ctx):
     from ntkdr.nets.models import TwoLayerReLU
     from ntkdr.sketches import make_sketch
@@ -405,6 +489,9 @@ _RUNNERS: dict[str, Callable] = {
     "deep_ntk": _case_deep_ntk,
     "sketched_vs_dense_ntk": _case_sketched,
     "gd_step": _case_gd_step,
+    "fit_5": _case_fit,
+    "fit_100": _case_fit,
+    "fit_auto_lr": _case_fit_auto_lr,
     "inference": _case_inference,
     "empirical_closed": _case_empirical_closed,
     "empirical_vs_torchfunc": _case_empirical_vs_torchfunc,

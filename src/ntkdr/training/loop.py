@@ -114,9 +114,6 @@ __all__ = ["History", "fit", "time_gd_step", "OPTIMIZERS", "LR_RULES", "CHECKPOI
 
 OPTIMIZERS = ("gd", "sgd", "adam")
 
-# ntk_every=None tracks the NTK drift (first and last step) only up to this many training points.
-_DEFAULT_DRIFT_MAX_N = 5000
-
 
 # ============================================================================ helpers
 def _fingerprint(*tensors: torch.Tensor) -> str:
@@ -167,9 +164,9 @@ def fit(
         ``None`` or ``n``.
     X_test, y_test : optional test set (both or neither).
     track_every : record the history every this many steps (and always at the first and last).
-    ntk_every : relative NTK drift every this many steps (``None``: at step 0 and the last
-        step only, and only for ``n <= 5000``; ``0``: never).  Each costs an ``n x n`` kernel
-        and its eigenvalues.
+    ntk_every : relative NTK drift every this many steps and at the last step (``None`` or
+        ``0``: never, the default -- each costs an ``n x n`` kernel and its top eigenvalue, and
+        the one at step 0 needs the kernel at init even when only the last step is wanted).
     seed : seed of the mini-batch order (the model's weights come from the model's own seed).
     progress : tqdm bar on stderr (only when stderr is a terminal).
     checkpoint, checkpoint_every, resume : see the module docstring; ``checkpoint_every``
@@ -244,8 +241,8 @@ def fit(
             "use a smaller width or fewer rows",
             device,
         )
-    if ntk_every is None and n > _DEFAULT_DRIFT_MAX_N:
-        ntk_every = 0  # default drift tracking costs n x n kernels and an O(n^3) eigensolve
+    if ntk_every is None:
+        ntk_every = 0  # drift tracking costs n x n kernels and their top eigenvalues: opt-in
     ck = None
     ck_path = os.fspath(checkpoint) if checkpoint is not None else None
     if resume and os.path.exists(ck_path):
@@ -255,7 +252,12 @@ def fit(
         comm.broadcast_params(model)
 
     # ---- initial state (the model is at its initialisation here, also when resuming)
-    init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    # (a copy of it only for a checkpoint file: nothing else reads it)
+    init_state = (
+        {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if ck_path is not None
+        else {}
+    )
     with torch.no_grad():
         if two_layer and not _sketch_trained(model):
             if comm is None:
@@ -275,7 +277,8 @@ def fit(
             F0 = None
             u0 = model(Xt)
     yt = _match_output_shape(u0, yt, "y")
-    fp = _fingerprint(Xt, yt)
+    # the data's hash guards checkpoints and data-parallel ranks only (a full pass over X)
+    fp = _fingerprint(Xt, yt) if (ck_path is not None or comm is not None) else ""
     if ys is not None:
         with torch.no_grad():
             us = model(Xs[:1])
