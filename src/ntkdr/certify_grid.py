@@ -1,0 +1,292 @@
+"""The kernel side of the certificate: features in, certificates of a (kind, k, seed) grid out.
+
+* :class:`BlockOperator` -- ``V -> K V`` for ``K = H1(F, F)`` without storing ``K``: fixed row
+  blocks ``[a, b)``, each ``K(F[a:b], F) V`` computed tile by tile by
+  :meth:`ntkdr.kernels.NTK.matvec`; with ``W`` ``torch.distributed`` ranks, rank ``r`` computes
+  blocks ``r, r + W, ...`` and an all-reduce of disjoint rows (one rank's value plus zeros, an
+  exact sum) gives every rank the product.  The same calls on the same slices, whatever the
+  number of ranks, so a distributed run reproduces the single-process numbers.
+* :func:`certify_features` -- one configuration: forms ``K`` (``exact`` / ``cholesky``) or the
+  operator (``matrix-free``), calls :mod:`ntkdr.certificate`, adds the NTK-regression test error.
+* :func:`certify_grid` -- the dense kernel and every (kind, k, seed) configuration, with
+  per-configuration progress and, with ``parts_dir``, each finished configuration written
+  atomically as JSON, so an interrupted run resumes where it stopped and gives the same results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .certificate import Certificate, certify_matrix, certify_operator, choose_method
+
+__all__ = ["BlockOperator", "certify_features", "certify_grid", "config_id", "GRID_VERSION"]
+
+GRID_VERSION = 1
+#: Rows per block of the matrix-free product (the unit of work shared among ranks).
+BLOCK_ROWS = 2048
+
+
+class BlockOperator:
+    """``V -> K V`` for ``K = H1(F, F)`` in fixed row blocks, shared among ranks if any."""
+
+    def __init__(self, F: torch.Tensor, block_rows: int = BLOCK_ROWS):
+        from .distributed import rank, world_size
+        from .kernels import NTK, KernelOptions
+
+        self.F = F.to(torch.float64).contiguous()
+        self.n = self.F.shape[0]
+        self.kernel = NTK(options=KernelOptions(dtype=torch.float64))
+        self.rank, self.world = rank(), world_size()
+        blocks = [(a, min(a + block_rows, self.n)) for a in range(0, self.n, block_rows)]
+        self.mine = blocks[self.rank :: self.world]
+
+    def __call__(self, V: np.ndarray) -> np.ndarray:
+        from .distributed import all_reduce_sum
+
+        Vt = torch.from_numpy(np.ascontiguousarray(V, dtype=np.float64).reshape(self.n, -1))
+        out = torch.zeros_like(Vt)
+        for a, b in self.mine:
+            out[a:b] = torch.as_tensor(self.kernel.matvec(self.F[a:b], Vt, Z=self.F))
+        if self.world > 1:
+            all_reduce_sum(out)
+        return out.numpy().reshape(np.shape(V))
+
+
+def _error(pred: np.ndarray, Y: np.ndarray, task: str) -> float:
+    """Classification error (sign for +-1, argmax for one-hot), mean squared error for regression."""
+    if task == "regression":
+        return float(np.mean((pred.reshape(Y.shape) - Y) ** 2))
+    if Y.ndim == 1:
+        return float(np.mean(np.sign(pred.reshape(-1)) != Y))
+    return float(np.mean(pred.argmax(1) != Y.argmax(1)))
+
+
+def certify_features(
+    F: Any,
+    Y: Any,
+    *,
+    Y_random: Any = None,
+    F_test: Any = None,
+    Y_test: Any = None,
+    task: str = "binary",
+    method: str = "auto",
+    max_memory: float | None = None,
+    dtype: Any = torch.float64,
+    name: str = "K",
+) -> Certificate:
+    """Certificate of ``K = H1(F, F)`` (two-layer NTK, first layer trained) for targets ``Y``.
+
+    ``F``: (n, d) features as the network sees them (sketched / normalised already);
+    ``Y_random``: second targets (random labels); ``F_test`` / ``Y_test``: test split for the
+    NTK-regression error; ``task``: ``"binary"`` / ``"multiclass"`` (one-hot) / ``"regression"``;
+    ``method``: ``"auto"`` (:func:`ntkdr.certificate.choose_method`, by size and
+    ``max_memory`` bytes) or ``"exact"`` / ``"cholesky"`` / ``"matrix-free"``; ``dtype``: the
+    dtype the kernel is evaluated in (the linear algebra is float64).
+    """
+    from .distributed import world_size
+    from .kernels import NTK, KernelOptions, two_layer_ntk, two_layer_ntk_diag
+    from .validation import as_matrix
+
+    Ft, _ = as_matrix(F, "F", dtype=dtype)
+    n = Ft.shape[0]
+    auto, reason = choose_method(n, max_memory, world_size())
+    if method == "auto":
+        method = auto
+    else:
+        reason = f"method {method!r} requested"
+    eps = float(torch.finfo(Ft.dtype).eps)
+    if method == "matrix-free":
+        diag = np.asarray(two_layer_ntk_diag(Ft.to(torch.float64)))
+        cert = certify_operator(
+            BlockOperator(Ft),
+            n,
+            Y,
+            Y_random,
+            max_abs=float(np.max(np.abs(diag))),  # |K_ij| <= sqrt(K_ii K_jj): K is PSD
+            eps=eps,
+            name=name,
+            reason=reason,
+        )
+    else:
+        K = two_layer_ntk(Ft).to(torch.float64).numpy()
+        cert = certify_matrix(K, Y, Y_random, method=method, eps=eps, name=name, reason=reason)
+        del K
+    if F_test is not None and Y_test is not None and cert.alpha is not None:
+        t0 = time.perf_counter()
+        Tt, _ = as_matrix(F_test, "F_test", dtype=dtype)
+        kern = NTK(options=KernelOptions(dtype=torch.float64))
+        a = torch.from_numpy(np.ascontiguousarray(cert.alpha))
+        pred = np.asarray(kern.matvec(Tt.to(torch.float64), a, Z=Ft.to(torch.float64)))
+        Yt = np.asarray(Y_test, dtype=np.float64)
+        cert.regression_test_error = _error(pred[:, 0] if Yt.ndim == 1 else pred, Yt, task)
+        cert.seconds += time.perf_counter() - t0
+    return cert
+
+
+# --------------------------------------------------------------------------------------------
+# the grid, with resume
+# --------------------------------------------------------------------------------------------
+def config_id(kind: str | None, k: int | None, seed: int | None) -> str:
+    """File-name-safe id of a configuration (``dense`` for the dense kernel)."""
+    return "dense" if kind is None else f"{kind}-k{k}-s{seed}"
+
+
+def _fingerprint(arrays: Sequence[np.ndarray], settings: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(a.tobytes())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _load_parts(parts: Path, fingerprint: str) -> dict[str, dict]:
+    """Finished configurations recorded under ``parts`` for this fingerprint (else none)."""
+    stamp = parts / "fingerprint.json"
+    if not stamp.exists():
+        return {}
+    try:
+        recorded = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    if recorded.get("fingerprint") != fingerprint or recorded.get("version") != GRID_VERSION:
+        warnings.warn(f"{parts}: records of another data set or grid; starting over", stacklevel=3)
+        for p in parts.glob("*.json"):
+            p.unlink()
+        return {}
+    done = {}
+    for p in sorted(parts.glob("*.json")):
+        if p.name == "fingerprint.json":
+            continue
+        try:
+            done[p.stem] = json.loads(p.read_text())
+        except (OSError, ValueError):  # torn by a crash before rename cannot happen; be safe
+            p.unlink()
+    return done
+
+
+def certify_grid(
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    Y_random: np.ndarray | None = None,
+    X_test: np.ndarray | None = None,
+    Y_test: np.ndarray | None = None,
+    task: str = "binary",
+    jobs: Sequence[tuple[str, int, int]] = (),
+    make_features: Callable[[str, int, int], tuple[Any, Any]] | None = None,
+    method: str = "auto",
+    max_memory: float | None = None,
+    dtype: Any = torch.float64,
+    parts_dir: str | os.PathLike | None = None,
+    settings: dict[str, Any] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Certificates of the dense kernel and of every job ``(kind, k, seed)``, keyed by
+    :func:`config_id`.
+
+    ``make_features(kind, k, seed)`` returns ``(F, F_test)`` for a job (sketched features).
+    With ``parts_dir``, each finished configuration is written there atomically (temporary
+    file + ``os.replace``) next to a fingerprint of the data and ``settings``; a rerun with the
+    same inputs loads them instead of recomputing (the same entries as an uninterrupted run).
+    ``log`` receives one line per configuration (method, reason, seconds).
+    """
+    from tqdm.auto import tqdm
+
+    from .distributed import rank
+
+    parts = Path(parts_dir) if parts_dir is not None else None
+    done: dict[str, dict] = {}
+    if parts is not None:
+        arrays = [a for a in (X, Y, Y_random, X_test, Y_test) if a is not None]
+        fp = _fingerprint(arrays, dict(settings or {}, jobs=list(jobs), method=method))
+        parts.mkdir(parents=True, exist_ok=True)
+        done = _load_parts(parts, fp)
+        if rank() == 0:
+            _write_json_atomic(
+                parts / "fingerprint.json", {"fingerprint": fp, "version": GRID_VERSION}
+            )
+    todo = [(None, None, None), *jobs]
+    results: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=len(todo), desc="certify", disable=not progress, leave=False)
+    for kind, k, s in todo:
+        cid = config_id(kind, k, s)
+        bar.set_postfix_str(cid)
+        if cid in done:
+            results[cid] = done[cid]
+            if log is not None:
+                log(f"{cid}: resumed from {parts}")
+            bar.update()
+            continue
+        if kind is None:
+            F, F_test = X, X_test
+        else:
+            assert make_features is not None
+            F, F_test = make_features(kind, k, s)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cert = certify_features(
+                F,
+                Y,
+                Y_random=Y_random,
+                F_test=F_test,
+                Y_test=Y_test,
+                task=task,
+                method=method,
+                max_memory=max_memory,
+                dtype=dtype,
+                name=cid,
+            )
+        for w in caught:  # re-emit (named by the configuration) outside the recording
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        entry = cert.as_dict()
+        entry.update(kind=kind, k=k, seed=s, extra=_extra(cert))
+        results[cid] = entry
+        if parts is not None and rank() == 0:
+            _write_json_atomic(parts / f"{cid}.json", entry)
+        if log is not None:
+            log(
+                f"{cid}: {cert.method} ({cert.method_reason}); lambda_min = "
+                f"{cert.lambda_min['value']:.6g} [{cert.lambda_min['status']}], "
+                f"{cert.seconds:.1f} s"
+            )
+        bar.update()
+    bar.close()
+    return results
+
+
+def _extra(cert: Certificate, delta: float = 0.05) -> float:
+    """``sqrt(max(log(n / (lambda_0 delta)), 0) / n)``, the confidence term of Arora et al. Thm 5.1."""
+    lam = cert.lambda_min["value"]
+    if not lam > 0:
+        return math.inf
+    return math.sqrt(max(math.log(cert.n / (lam * delta)), 0.0) / cert.n)
