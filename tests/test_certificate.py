@@ -114,6 +114,15 @@ def certify_matrix_k(F, y, yr, method):
     return C.certify_matrix(two_layer_ntk(np.asarray(F)), y, yr, method=method)
 
 
+def test_inplace_method_matches_exact_with_one_buffer(mnist):
+    ds, yr = mnist
+    ev, comps = _exact(ds.X_train, [ds.y_train, yr])
+    cert = certify_features(ds.X_train, ds.y_train, Y_random=yr, method="cholesky-inplace")
+    assert cert.method == "cholesky-inplace" and cert.details["kernel_formations"] == 2
+    _check(cert, ev, comps, ds.X_train.shape[0], certified=True)
+    assert C.choose_method(40_000, max_memory=16 * 2**30)[0] == "cholesky-inplace"
+
+
 def test_matrix_free_meets_the_contract_and_says_estimate():
     ds = load_dataset("mnist", n_train=160, n_test=100, seed=1)
     yr = np.random.default_rng(3).choice([-1.0, 1.0], size=160)
@@ -157,7 +166,8 @@ def test_not_pd_warns_names_and_goes_on(mnist):
 def test_method_choice_and_budget_errors():
     assert C.choose_method(500)[0] == "exact"
     assert C.choose_method(5000, max_memory=2**31)[0] == "cholesky"
-    method, why = C.choose_method(50_000, max_memory=24 * 2**30)
+    assert C.choose_method(50_000, max_memory=24 * 2**30)[0] == "cholesky-inplace"
+    method, why = C.choose_method(50_000, max_memory=12 * 2**30)
     assert method == "matrix-free" and "does not fit" in why
     with pytest.raises(ValueError, match=r"needs at least .* budget") as exc:
         C.choose_method(50_000, max_memory=2**20)

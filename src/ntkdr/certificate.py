@@ -27,6 +27,11 @@ Methods (:func:`choose_method` picks one by size and memory; ``method=`` forces 
     relative width of about 1e-5.  ``y^T K^-1 y`` is bracketed by the Gauss and Gauss-Radau
     quadrature rules of the PCG (Golub & Meurant 2010), the Radau node being the proven lower
     bound of the preconditioned spectrum.
+``cholesky-inplace`` (``K`` fits once, not twice)
+    The same proofs with one n x n buffer: the top of the spectrum first, then ``K`` is
+    factored in its own storage; products with ``K`` (a few PCG steps) come from tiles, and
+    ``K`` is formed a second time for the certifying factorization
+    (:mod:`ntkdr.certificate_dense`).  This is what lets n = 50,000 run in 24 GiB.
 ``matrix-free`` (``K`` does not fit)
     Only products ``K V`` (recomputed tile by tile, possibly over ``torch.distributed`` ranks by
     the caller).  LOBPCG (Knyazev, SIAM J. Sci. Comput. 23, 2001) with a randomized Nystrom
@@ -57,7 +62,6 @@ from typing import Any
 
 import numpy as np
 
-from . import certificate_linalg as LA
 from .theory import SingularKernelWarning
 
 __all__ = [
@@ -68,16 +72,17 @@ __all__ = [
     "memory_needed",
     "certify_matrix",
     "certify_operator",
+    "certify_inplace",
 ]
 
-METHODS = ("exact", "cholesky", "matrix-free")
+METHODS = ("exact", "cholesky", "cholesky-inplace", "matrix-free")
 #: Largest n for which the full eigendecomposition is the default (it is faster than the
 #: Lanczos + two factorizations route below this size on 2 cores, and gives the whole spectrum).
 EXACT_MAX_N = 1000
 #: Relative gap below the Ritz value at which the certifying Cholesky is tried.
 TIGHT_GAP = 1e-5
 #: Number of top eigenvalues reported by the iterative methods.
-TOP = 16
+TOP = 10
 #: Relative widening of the quadrature intervals for the rounding of the CG recurrences.
 ROUNDING_SLACK = 1e-12
 
@@ -140,12 +145,14 @@ class Certificate:
 # --------------------------------------------------------------------------------------------
 def memory_needed(n: int, method: str, n_rhs: int = 2, tile_bytes: int = 64 * 2**20) -> int:
     """Bytes the method keeps alive for an ``n``-point configuration (float64)."""
-    vectors = 8 * n * (4 * n_rhs + 2 * TOP + 16)
+    vectors = 8 * n * (4 * n_rhs + 2 * TOP + 24)
     if method == "exact":
         return 8 * n * n * 3 + vectors  # K, the eigh workspace copy, the factor buffer
     if method == "cholesky":
         return 8 * n * n * 2 + vectors  # K and the factor buffer
-    return vectors * 2 + tile_bytes
+    if method == "cholesky-inplace":
+        return 8 * n * n + vectors + tile_bytes  # one buffer, K or its factor
+    return vectors + 8 * n * 4 * 400 + tile_bytes  # Nystrom preconditioner of rank 400
 
 
 def choose_method(n: int, max_memory: float | None = None, world_size: int = 1) -> tuple[str, str]:
@@ -166,11 +173,17 @@ def choose_method(n: int, max_memory: float | None = None, world_size: int = 1) 
             f"n = {n}: K and one Cholesky factor ({format_bytes(need)}) fit in "
             f"{format_bytes(budget)}; Lanczos + Cholesky proofs"
         )
+    need1 = memory_needed(n, "cholesky-inplace")
+    if need1 <= budget:
+        return "cholesky-inplace", (
+            f"n = {n}: K ({format_bytes(8 * n * n)}) fits once, not twice, in "
+            f"{format_bytes(budget)}; factored in place, products with K over tiles"
+        )
     free = memory_needed(n, "matrix-free")
     if free <= budget:
         return "matrix-free", (
-            f"n = {n}: K ({format_bytes(8 * n * n)}) twice does not fit in "
-            f"{format_bytes(budget)}; matrix-free tiles"
+            f"n = {n}: K ({format_bytes(8 * n * n)}) does not fit in {format_bytes(budget)}; "
+            "matrix-free tiles, no proof of a lower bound"
         )
     raise ValueError(
         f"the certificate for n = {n} needs at least {format_bytes(free)} (matrix-free), but the "
@@ -264,8 +277,33 @@ def certify_matrix(
         method = "exact" if n <= EXACT_MAX_N else "cholesky"
     if method not in ("exact", "cholesky"):
         raise ValueError(f"certify_matrix: method must be 'exact' or 'cholesky', got {method!r}")
-    core = _certify_in_memory(K, targets, method, top=top, eps=eps)
+    from .certificate_dense import certify_in_memory
+
+    core = certify_in_memory(K, targets, method, top=top, eps=eps)
     return _finish(core, targets, n, method, reason or f"method {method!r}", name, t0)
+
+
+def certify_inplace(
+    form: Any,
+    matvec: Any,
+    n: int,
+    Y: Any,
+    Y_random: Any = None,
+    *,
+    eps: float = float(np.finfo(np.float64).eps),
+    top: int = TOP,
+    name: str = "K",
+    reason: str | None = None,
+) -> Certificate:
+    """Certificate with one n x n float64 buffer: ``form(buf)`` writes ``K`` into ``buf`` (called
+    twice: ``K`` is factored in place), ``matvec`` maps an (n, c) block ``V`` to ``K V`` without
+    the buffer (used for a few PCG steps).  Same proofs as ``cholesky``."""
+    from .certificate_dense import certify_inplace as core_inplace
+
+    t0 = time.perf_counter()
+    targets = _targets(Y, Y_random, n)
+    core = core_inplace(form, matvec, n, targets, top=top, eps=eps)
+    return _finish(core, targets, n, "cholesky-inplace", reason or "cholesky-inplace", name, t0)
 
 
 def certify_operator(
@@ -311,121 +349,3 @@ def _not_pd(lmin: float, lmax: float, n: int, eps: float, chol_ok: bool) -> str 
             f"not numerically positive definite: Cholesky failed (lambda_min = {lmin:.3e}); {hint}"
         )
     return None
-
-
-def _certify_in_memory(
-    K: np.ndarray, targets: dict, method: str, *, top: int, eps: float
-) -> dict[str, Any]:
-    """``exact`` / ``cholesky`` on the formed ``K``: one more n x n float64 buffer."""
-    import scipy.linalg
-
-    n = K.shape[0]
-    max_abs = float(np.max(np.abs(K)))
-    details: dict[str, Any] = {"factorizations": 0}
-    spectrum = None
-    buf = np.empty_like(K)
-    proof0 = LA.shifted_cholesky(K, 0.0, buf)
-    details["factorizations"] += 1
-    solve = LA.cho_solve_fn(proof0.factor) if proof0.ok else None
-
-    if method == "exact":
-        ev = scipy.linalg.eigh(K, eigvals_only=True, driver="evr", check_finite=False)
-        spectrum = [float(v) for v in ev[::-1]]
-        theta = float(ev[0])
-        lmax = float(ev[-1])
-        top_vals = spectrum[: min(top, n)]
-        theta_upper = math.inf
-        if solve is not None and n > 8:  # a Ritz vector's Rayleigh quotient: the proven upper end
-            _, V = LA.lanczos_bottom(solve, n, 0.0, 1)
-            v = V[:, 0]
-            theta_upper = float(v @ (K @ v) / (v @ v)) + LA.rayleigh_margin(n, max_abs)
-        details["eigensolver"] = "LAPACK syevr (all eigenvalues)"
-    else:
-        matvec = K.__matmul__
-        top_vals = [float(v) for v in LA.lanczos_top(matvec, n, min(top, n - 1))]
-        lmax = top_vals[0]
-        if solve is not None:
-            vals, V = LA.lanczos_bottom(solve, n, 0.0)
-            v = V[:, 0]
-            theta = float(v @ (K @ v) / (v @ v))
-            details["bottom_ritz"] = [float(x) for x in vals]
-        else:  # not PD: the smallest eigenvalue from LAPACK (rare, and only to report it)
-            theta = float(
-                scipy.linalg.eigh(
-                    K, eigvals_only=True, subset_by_index=[0, 0], driver="evr", check_finite=False
-                )[0]
-            )
-        theta_upper = theta + LA.rayleigh_margin(n, max_abs)
-        details["eigensolver"] = "shift-invert Lanczos on K^-1 (bottom), Lanczos on K (top)"
-
-    msg = _not_pd(theta, lmax, n, eps, proof0.ok)
-    lam = _interval(theta, -math.inf, theta_upper, False)
-    comp: dict[str, dict[str, Any]] = {}
-    alpha = None
-    if msg is None:
-        # Certify lambda_min: Cholesky of K - sigma I just below the Ritz value.
-        sigma = theta * (1.0 - TIGHT_GAP) - 2 * proof0.margin
-        # The quadrature needs the proof0 factor: run it before the buffer is reused.
-        quad = _quadrature(K, solve, targets, proof0.margin, max(sigma - proof0.margin, 0.0))
-        proof1 = LA.shifted_cholesky(K, sigma, buf) if sigma > 0 else None
-        details["factorizations"] += 1 if proof1 is not None else 0
-        if proof1 is not None and proof1.ok:
-            lam = _interval(theta, proof1.lower, theta_upper, True)
-            details["lambda_min_proof"] = (
-                f"Cholesky of K - {sigma:.6g} I succeeded (rounding margin {proof1.margin:.2e})"
-            )
-        else:
-            details["lambda_min_proof"] = (
-                "none: Cholesky of K - sigma I failed below the Ritz value (a smaller eigenvalue "
-                "was missed?); lower end is the positivity proof only"
-            )
-            lam = _interval(theta, proof0.lower, theta_upper, False)
-            quad = _quadrature(K, solve, targets, proof0.margin, None) if solve else quad
-        comp, alpha = quad
-        details["pcg_iterations"] = comp.pop("_iterations")
-    else:
-        for key in targets:
-            comp[key] = _interval(math.inf, math.inf, math.inf, False)
-        if proof0.ok:
-            lam = _interval(theta, proof0.lower, theta_upper, True)
-    del buf
-    return {
-        "lambda_min": lam,
-        "lambda_max": lmax,
-        "top": top_vals,
-        "complexity": comp,
-        "alpha": alpha,
-        "is_pd": msg is None,
-        "pd_message": msg,
-        "details": details,
-        "spectrum": spectrum,
-    }
-
-
-def _quadrature(K, solve, targets, margin0, lower_lmin):
-    """PCG with the factor of K as preconditioner on every target column, Gauss / Radau bounds.
-
-    Radau node: ``M = R^T R = K + dB`` with ``||dB|| <= margin0``, so every eigenvalue of
-    ``M^-1 K`` is at least ``1 / (1 + margin0 / lambda_min(K))``; ``lower_lmin`` (a proven lower
-    bound on ``lambda_min(K)``, or ``None``) turns this into a number.
-    """
-    mu = None
-    if lower_lmin is not None and lower_lmin > 0:
-        mu = 1.0 / (1.0 + margin0 / lower_lmin)
-    cols = [targets[k] for k in targets]
-    B = np.concatenate(cols, axis=1)
-    res = LA.pcg_quadrature(K.__matmul__, solve, B, mu)
-    out: dict[str, Any] = {}
-    j = 0
-    alpha = None
-    for key, T in targets.items():
-        c = T.shape[1]
-        lo, up = float(res.lower[j : j + c].sum()), float(res.upper[j : j + c].sum())
-        value = lo  # the Gauss value: the CG iterate's y^T x_k, converged
-        if key == "true":
-            alpha = res.x[:, j : j + c]
-        certified = mu is not None and res.converged
-        out[key] = _interval(value, lo * (1 - ROUNDING_SLACK), up * (1 + ROUNDING_SLACK), certified)
-        j += c
-    out["_iterations"] = res.iterations
-    return out, alpha

@@ -48,6 +48,8 @@ __all__ = [
     "gamma",
     "CholeskyProof",
     "shifted_cholesky",
+    "factor_times",
+    "cho_solve_fn",
     "rayleigh_margin",
     "QuadratureResult",
     "pcg_quadrature",
@@ -104,7 +106,8 @@ def shifted_cholesky(K: np.ndarray, shift: float, buffer: np.ndarray) -> Cholesk
     factor (upper, in the Fortran view of ``buffer``) is for :func:`cho_solve_fn`.
     """
     n = K.shape[0]
-    np.copyto(buffer, K)
+    if K is not buffer:  # ``K is buffer``: factor in place (the caller re-forms K if needed)
+        np.copyto(buffer, K)
     if shift:
         buffer.flat[:: n + 1] -= shift
     diag = np.diagonal(buffer).copy()
@@ -115,6 +118,13 @@ def shifted_cholesky(K: np.ndarray, shift: float, buffer: np.ndarray) -> Cholesk
     if info != 0 or not bool(np.all(np.diagonal(buffer) > 0)):
         return CholeskyProof(False, shift, margin, -math.inf, None, info)
     return CholeskyProof(True, shift, margin, shift - margin, buffer.T, 0)
+
+
+def factor_times(factor: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``R v`` for the upper factor ``R`` in Fortran order (BLAS ``dtrmv``; no n x n copy)."""
+    import scipy.linalg.blas as blas
+
+    return blas.dtrmv(factor, np.ascontiguousarray(v, dtype=np.float64), lower=0)
 
 
 def cho_solve_fn(factor: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:

@@ -30,7 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .certificate import Certificate, certify_matrix, certify_operator, choose_method
+from .certificate import (
+    Certificate,
+    certify_inplace,
+    certify_matrix,
+    certify_operator,
+    choose_method,
+)
 
 __all__ = ["BlockOperator", "certify_features", "certify_grid", "config_id", "GRID_VERSION"]
 
@@ -116,6 +122,18 @@ def certify_features(
             Y,
             Y_random,
             max_abs=float(np.max(np.abs(diag))),  # |K_ij| <= sqrt(K_ii K_jj): K is PSD
+            eps=eps,
+            name=name,
+            reason=reason,
+        )
+    elif method == "cholesky-inplace":
+        Ft64 = Ft.to(torch.float64)
+        cert = certify_inplace(
+            lambda buf: two_layer_ntk(Ft, out=buf),
+            BlockOperator(Ft64),
+            n,
+            Y,
+            Y_random,
             eps=eps,
             name=name,
             reason=reason,
@@ -290,3 +308,36 @@ def _extra(cert: Certificate, delta: float = 0.05) -> float:
     if not lam > 0:
         return math.inf
     return math.sqrt(max(math.log(cert.n / (lam * delta)), 0.0) / cert.n)
+
+
+def kernel_quantities(entry: dict[str, Any]) -> dict[str, Any]:
+    """The main job's per-kernel fields from a grid entry (a :meth:`Certificate.as_dict` plus
+    ``extra``): point values at the top level, the intervals and the method under
+    ``"certificate"``."""
+    bt = entry["bound"]["true"]["value"]
+    out: dict[str, Any] = {
+        "lambda_min": entry["lambda_min"]["value"],
+        "lambda_max": entry["lambda_max"],
+        "bound_true": bt,
+        "bound_random": entry["bound"].get("random", {}).get("value", math.nan),
+        "bound_total_true": bt + entry["extra"],
+        "is_pd": entry["is_pd"],
+        "pd_message": entry["pd_message"],
+        "regression_test_error": entry["regression_test_error"],
+        "spectrum": entry["spectrum"] if entry.get("spectrum") else entry["spectrum_top"],
+        "certificate": {
+            key: entry[key]
+            for key in (
+                "method",
+                "method_reason",
+                "lambda_min",
+                "bound",
+                "complexity",
+                "details",
+                "seconds",
+            )
+        },
+    }
+    if not entry["is_pd"]:
+        out["regression_message"] = entry["pd_message"]
+    return out
