@@ -114,6 +114,22 @@ def certify_matrix_k(F, y, yr, method):
     return C.certify_matrix(two_layer_ntk(np.asarray(F)), y, yr, method=method)
 
 
+def test_one_factorization_route_same_values_looser_proof(mnist):
+    ds, yr = mnist
+    F = make_sketch("gaussian", ds.X_train.shape[1], 32, seed=1, renormalize=True).fit(ds.X_train)
+    F = F(ds.X_train)
+    ev, comps = _exact(F, [ds.y_train, yr])
+    K = two_layer_ntk(F)
+    cert = C.certify_matrix(K, ds.y_train, yr, method="cholesky", shift=0.5 * ev[0], tighten=False)
+    assert cert.details["factorizations"] == 1 and cert.details["pcg_iterations"] > 1
+    _check(cert, ev, comps, F.shape[0], certified=True)
+    assert cert.lambda_min["lower"] == pytest.approx(0.5 * ev[0], rel=1e-6)
+    # a shift above lambda_min fails and falls back to the unshifted, tightened route
+    cert = C.certify_matrix(K, ds.y_train, yr, method="cholesky", shift=2 * ev[0], tighten=False)
+    assert cert.details["first_shift_failed"] and cert.details["factorizations"] == 3
+    _check(cert, ev, comps, F.shape[0], certified=True)
+
+
 def test_inplace_method_matches_exact_with_one_buffer(mnist):
     ds, yr = mnist
     ev, comps = _exact(ds.X_train, [ds.y_train, yr])
@@ -179,7 +195,7 @@ def test_method_choice_and_budget_errors():
 # --------------------------------------------------------------------------------------------
 # the grid: progress, atomic parts, resume
 # --------------------------------------------------------------------------------------------
-def _grid(tmp, ds, yr, log=None):
+def _grid(tmp, ds, yr, log=None, lower_bound="tight"):
     def feats(kind, k, s):
         sk = make_sketch(kind, ds.X_train.shape[1], k, seed=s, renormalize=True).fit(ds.X_train)
         return sk(ds.X_train), sk(ds.X_test)
@@ -199,6 +215,7 @@ def _grid(tmp, ds, yr, log=None):
         settings={"seed": 0},
         progress=False,
         log=log,
+        lower_bound=lower_bound,
     )
 
 
@@ -214,6 +231,19 @@ def test_grid_resume_gives_the_same_results(mnist, tmp_path):
         a, b = dict(first[cid]), dict(again[cid])
         a.pop("seconds"), b.pop("seconds")
         assert json_equal(a, b), cid
+
+
+def test_grid_fast_lower_bounds_same_point_values(mnist):
+    ds, yr = mnist
+    tight = _grid(None, ds, yr)
+    fast = _grid(None, ds, yr, lower_bound="fast")
+    for cid in tight:
+        t, f = tight[cid], fast[cid]
+        assert f["lambda_min"]["value"] == pytest.approx(t["lambda_min"]["value"], rel=1e-10)
+        assert f["bound"]["true"]["value"] == pytest.approx(t["bound"]["true"]["value"], rel=1e-10)
+        assert f["lambda_min"]["status"] == "certified"
+        assert f["lambda_min"]["lower"] <= t["lambda_min"]["lower"]
+    assert fast["srht-k32-s0"]["details"]["factorizations"] == 1
 
 
 def json_equal(a, b):

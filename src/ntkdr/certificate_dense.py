@@ -26,18 +26,27 @@ from . import certificate_linalg as LA
 __all__ = ["certify_in_memory", "certify_inplace"]
 
 
-def _quadrature(matvec, solve, targets, margin0, lower_lmin):
-    """PCG with the factor of K as preconditioner on every target column, Gauss / Radau bounds.
+def _radau_node(proof0: LA.CholeskyProof, lower_lmin: float | None) -> float | None:
+    """A proven lower bound on the spectrum of ``M^-1 K`` for ``M = R^T R = K - s I + dB``.
 
-    Radau node: ``M = R^T R = K + dB`` with ``||dB|| <= margin0``, so every eigenvalue of
-    ``M^-1 K`` is at least ``1 / (1 + margin0 / lambda_min(K))``; ``lower_lmin`` (a proven lower
-    bound on ``lambda_min(K)``, or ``None``) turns this into a number.
+    With ``||dB|| <= m`` (the proof's margin) and a unit ``v``:
+    ``v^T K v / v^T M v = v^T K v / (v^T K v - s + v^T dB v)``, at least 1 when ``s >= m`` and
+    at least ``1 / (1 + (m - s) / lambda_min(K))`` otherwise; ``lower_lmin`` (a proven lower bound
+    on ``lambda_min(K)``, or ``None``: no node) turns the latter into a number.
     """
+    s, m = proof0.shift, proof0.margin
+    if s >= m:
+        return 1.0
+    if lower_lmin is None or lower_lmin <= 0:
+        return None
+    return 1.0 / (1.0 + (m - s) / lower_lmin)
+
+
+def _quadrature(matvec, solve, targets, mu):
+    """PCG with the factor ``M`` as preconditioner on every target column, Gauss / Radau bounds
+    (``mu``: the Radau node, a proven lower bound on the spectrum of ``M^-1 K``, or ``None``)."""
     from .certificate import ROUNDING_SLACK, _interval
 
-    mu = None
-    if lower_lmin is not None and lower_lmin > 0:
-        mu = 1.0 / (1.0 + margin0 / lower_lmin)
     B = np.concatenate(list(targets.values()), axis=1)
     res = LA.pcg_quadrature(matvec, solve, B, mu)
     out: dict[str, Any] = {}
@@ -66,21 +75,34 @@ def _prove(
     n: int,
     refactor: Callable[[float], LA.CholeskyProof],
     details: dict[str, Any],
+    tighten: bool = True,
 ) -> dict[str, Any]:
-    """Solves, bounds and the certifying factorization, given the point value ``theta``."""
+    """Solves, bounds and the certifying factorization, given the point value ``theta``.
+
+    ``tighten=False`` keeps the first factorization's proof when it was of a shifted matrix
+    (``lambda_min >= shift - margin``, proven but loose) and skips the second factorization.
+    """
     from .certificate import TIGHT_GAP, _interval, _not_pd
 
     msg = _not_pd(theta, lmax, n, eps, proof0.ok)
     lam = _interval(theta, -math.inf, theta_upper, False)
     comp: dict[str, dict[str, Any]] = {}
     alpha = None
-    if msg is None:
+    if msg is None and not tighten and proof0.lower > 0:
+        solve = LA.cho_solve_fn(proof0.factor)
+        comp, alpha, its = _quadrature(matvec, solve, targets, _radau_node(proof0, proof0.lower))
+        lam = _interval(theta, proof0.lower, theta_upper, True)
+        details["lambda_min_proof"] = (
+            f"Cholesky of K - {proof0.shift:.6g} I succeeded (rounding margin "
+            f"{proof0.margin:.2e}); not tightened"
+        )
+        details["pcg_iterations"] = its
+    elif msg is None:
         solve = LA.cho_solve_fn(proof0.factor)
         sigma = theta * (1.0 - TIGHT_GAP) - 2 * proof0.margin
         # the quadrature needs the first factor: run it before the buffer is reused
-        comp, alpha, its = _quadrature(
-            matvec, solve, targets, proof0.margin, max(sigma - proof0.margin, 0.0)
-        )
+        node = _radau_node(proof0, max(sigma - proof0.margin, 0.0))
+        comp, alpha, its = _quadrature(matvec, solve, targets, node)
         proof1 = refactor(sigma) if sigma > 0 else None
         details["factorizations"] += 1 if proof1 is not None else 0
         if proof1 is not None and proof1.ok:
@@ -123,15 +145,38 @@ def _smallest_eigenvalue(K: np.ndarray) -> float:
 
 
 def certify_in_memory(
-    K: np.ndarray, targets: dict, method: str, *, top: int, eps: float
+    K: np.ndarray,
+    targets: dict,
+    method: str,
+    *,
+    top: int,
+    eps: float,
+    shift: float | None = None,
+    tighten: bool = True,
 ) -> dict[str, Any]:
-    """``exact`` / ``cholesky`` on the formed ``K`` (kept): one more n x n float64 buffer."""
+    """``exact`` / ``cholesky`` on the formed ``K`` (kept): one more n x n float64 buffer.
+
+    ``shift`` (``cholesky`` only): factor ``K - shift I`` first (a guess below ``lambda_min``,
+    e.g. half the value of a similar kernel); on success that factor preconditions the solves
+    and the shift-invert Lanczos and proves ``lambda_min >= shift - margin``; on failure the
+    unshifted route is taken.  ``tighten``: add the certifying factorization just below the
+    Ritz value (always done when the first factorization is unshifted).
+    """
     n = K.shape[0]
     max_abs = float(np.max(np.abs(K)))
     details: dict[str, Any] = {"factorizations": 1}
     spectrum = None
     buf = np.empty_like(K)
-    proof0 = LA.shifted_cholesky(K, 0.0, buf)
+    proof0 = None
+    if shift is not None and shift > 0 and method == "cholesky":
+        proof0 = LA.shifted_cholesky(K, shift, buf)
+        details["first_shift"] = shift
+        if not proof0.ok:  # the guess was above lambda_min: start over unshifted
+            details["factorizations"] += 1
+            details["first_shift_failed"] = True
+            proof0 = None
+    if proof0 is None:
+        proof0 = LA.shifted_cholesky(K, 0.0, buf)
     solve = LA.cho_solve_fn(proof0.factor) if proof0.ok else None
     if method == "exact":
         ev = scipy.linalg.eigh(K, eigvals_only=True, driver="evr", check_finite=False)
@@ -148,7 +193,7 @@ def certify_in_memory(
         top_vals = [float(v) for v in LA.lanczos_top(K.__matmul__, n, min(top, n - 1))]
         lmax = top_vals[0]
         if solve is not None:
-            vals, V = LA.lanczos_bottom(solve, n, 0.0, 1)
+            vals, V = LA.lanczos_bottom(solve, n, proof0.shift, 1)
             v = V[:, 0]
             theta = float(v @ (K @ v) / (v @ v))
         else:
@@ -166,6 +211,7 @@ def certify_in_memory(
         n,
         lambda sigma: LA.shifted_cholesky(K, sigma, buf),
         details,
+        tighten or proof0.shift <= 0,
     )
     core.update(top=top_vals, spectrum=spectrum)
     return core

@@ -92,6 +92,8 @@ def certify_features(
     max_memory: float | None = None,
     dtype: Any = torch.float64,
     name: str = "K",
+    shift: float | None = None,
+    tighten: bool = True,
 ) -> Certificate:
     """Certificate of ``K = H1(F, F)`` (two-layer NTK, first layer trained) for targets ``Y``.
 
@@ -100,7 +102,8 @@ def certify_features(
     NTK-regression error; ``task``: ``"binary"`` / ``"multiclass"`` (one-hot) / ``"regression"``;
     ``method``: ``"auto"`` (:func:`ntkdr.certificate.choose_method`, by size and
     ``max_memory`` bytes) or ``"exact"`` / ``"cholesky"`` / ``"matrix-free"``; ``dtype``: the
-    dtype the kernel is evaluated in (the linear algebra is float64).
+    dtype the kernel is evaluated in (the linear algebra is float64); ``shift`` / ``tighten``:
+    see :func:`ntkdr.certificate.certify_matrix` (``cholesky`` only).
     """
     from .distributed import world_size
     from .kernels import NTK, KernelOptions, two_layer_ntk, two_layer_ntk_diag
@@ -140,7 +143,17 @@ def certify_features(
         )
     else:
         K = two_layer_ntk(Ft).to(torch.float64).numpy()
-        cert = certify_matrix(K, Y, Y_random, method=method, eps=eps, name=name, reason=reason)
+        cert = certify_matrix(
+            K,
+            Y,
+            Y_random,
+            method=method,
+            eps=eps,
+            name=name,
+            reason=reason,
+            shift=shift,
+            tighten=tighten,
+        )
         del K
     if F_test is not None and Y_test is not None and cert.alpha is not None:
         t0 = time.perf_counter()
@@ -228,6 +241,7 @@ def certify_grid(
     settings: dict[str, Any] | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    lower_bound: str = "tight",
 ) -> dict[str, dict[str, Any]]:
     """Certificates of the dense kernel and of every job ``(kind, k, seed)``, keyed by
     :func:`config_id`.
@@ -237,7 +251,13 @@ def certify_grid(
     file + ``os.replace``) next to a fingerprint of the data and ``settings``; a rerun with the
     same inputs loads them instead of recomputing (the same entries as an uninterrupted run).
     ``log`` receives one line per configuration (method, reason, seconds).
+    ``lower_bound``: ``"tight"`` (every ``lambda_min`` certified to ~1e-5 relative: two
+    factorizations per configuration) or ``"fast"`` (sketched kernels are factored once, shifted
+    by half the smallest ``lambda_min`` seen so far for the kind -- or of the dense kernel --
+    which proves a looser lower bound; the point values are the same).
     """
+    if lower_bound not in ("tight", "fast"):
+        raise ValueError(f"lower_bound must be 'tight' or 'fast', got {lower_bound!r}")
     from tqdm.auto import tqdm
 
     from .distributed import rank
@@ -246,7 +266,9 @@ def certify_grid(
     done: dict[str, dict] = {}
     if parts is not None:
         arrays = [a for a in (X, Y, Y_random, X_test, Y_test) if a is not None]
-        fp = _fingerprint(arrays, dict(settings or {}, jobs=list(jobs), method=method))
+        fp = _fingerprint(
+            arrays, dict(settings or {}, jobs=list(jobs), method=method, lower_bound=lower_bound)
+        )
         parts.mkdir(parents=True, exist_ok=True)
         done = _load_parts(parts, fp)
         if rank() == 0:
@@ -254,6 +276,7 @@ def certify_grid(
                 parts / "fingerprint.json", {"fingerprint": fp, "version": GRID_VERSION}
             )
     todo = [(None, None, None), *jobs]
+    hints: dict[str | None, float] = {}  # smallest lambda_min so far, per kind (None: dense)
     results: dict[str, dict[str, Any]] = {}
     bar = tqdm(total=len(todo), desc="certify", disable=not progress, leave=False)
     for kind, k, s in todo:
@@ -261,6 +284,9 @@ def certify_grid(
         bar.set_postfix_str(cid)
         if cid in done:
             results[cid] = done[cid]
+            if done[cid]["is_pd"]:
+                lam = done[cid]["lambda_min"]["value"]
+                hints[kind] = min(hints.get(kind, math.inf), lam)
             if log is not None:
                 log(f"{cid}: resumed from {parts}")
             bar.update()
@@ -270,6 +296,10 @@ def certify_grid(
         else:
             assert make_features is not None
             F, F_test = make_features(kind, k, s)
+        shift = None
+        if lower_bound == "fast" and kind is not None:
+            seen = [hints[key] for key in (kind, None) if key in hints]
+            shift = 0.5 * seen[0] if seen else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             cert = certify_features(
@@ -283,9 +313,13 @@ def certify_grid(
                 max_memory=max_memory,
                 dtype=dtype,
                 name=cid,
+                shift=shift,
+                tighten=lower_bound == "tight" or kind is None,
             )
         for w in caught:  # re-emit (named by the configuration) outside the recording
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if cert.is_pd:
+            hints[kind] = min(hints.get(kind, math.inf), cert.lambda_min["value"])
         entry = cert.as_dict()
         entry.update(kind=kind, k=k, seed=s, extra=_extra(cert))
         results[cid] = entry
