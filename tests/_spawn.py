@@ -1,8 +1,13 @@
-"""Spawn a fixed number of gloo worker processes for a test module, bounded in time."""
+"""Spawn gloo worker processes (or torchrun) for the multi-rank tests, bounded in time, with one
+retry on a transient start failure."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,4 +40,50 @@ def spawn_ranks(worker, tmp_path_factory, name: str, world: int, timeout_s: floa
             for p in ctx.processes:
                 if p.is_alive():
                     p.kill()
+    raise AssertionError("unreachable")
+
+
+# Messages of a torchrun / gloo start that failed for a transient reason (a port taken between
+# picking and binding it, a rendezvous that timed out on a busy machine), not a bug in ntkdr.
+_TRANSIENT = (
+    "Address already in use",
+    "EADDRINUSE",
+    "Connection refused",
+    "RendezvousConnectionError",
+    "RendezvousTimeoutError",
+    "DistNetworkError",
+    "connectFullMesh",
+    "Connection reset by peer",
+)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_torchrun(args, *, nproc: int, env: dict, timeout_s: float) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node=nproc ARGS`` on loopback with a freshly picked free port.
+
+    One retry (on a new port) when the first try failed with a transient start error (see
+    ``_TRANSIENT``); any other failure, or a second one, is returned for the caller to assert on.
+    """
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.fail(f"torchrun is not installed beside {sys.executable}")
+    for attempt in range(2):
+        cmd = [
+            str(torchrun),
+            f"--nproc-per-node={nproc}",
+            "--nnodes=1",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint=127.0.0.1:{free_port()}",
+            *[str(a) for a in args],
+        ]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
+        transient = any(t in done.stdout + done.stderr for t in _TRANSIENT)
+        if done.returncode == 0 or not transient or attempt == 1:
+            return done
     raise AssertionError("unreachable")

@@ -9,8 +9,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.linalg
 
 from ntkdr.cli import main
+
+
+def _no_constant(name):
+    raise ValueError(f"report.json holds the non-JSON constant {name}")
+
+
+def load_json_strict(text: str):
+    """json.loads that fails on NaN / Infinity (the report writes non-finite numbers as null)."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
+def _h1(F: np.ndarray) -> np.ndarray:
+    """Two-layer NTK H1 = (x . z)(pi - theta) / (2 pi) in plain numpy (rows of norm 1)."""
+    G = np.clip(F @ F.T, -1.0, 1.0)
+    return G * (np.pi - np.arccos(G)) / (2 * np.pi)
+
+
+def _lmin_and_bound(H: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """lambda_min (scipy) and Arora et al.'s sqrt(2 y^T H^-1 y / n) (scipy Cholesky)."""
+    lmin = float(scipy.linalg.eigvalsh(H, subset_by_index=[0, 0])[0])
+    alpha = scipy.linalg.cho_solve(scipy.linalg.cho_factor(H), y)
+    return lmin, float(np.sqrt(2 * float((y * alpha).sum()) / H.shape[0]))
 
 
 def run_cli(args, capsys):
@@ -49,7 +72,7 @@ def test_run_quick_writes_report(tmp_path, capsys):
         capsys,
     )
     assert code == 0, err
-    rep = json.loads((out / "report.json").read_text())
+    rep = load_json_strict((out / "report.json").read_text())
     assert rep.keys() >= REQUIRED_TOP
     assert rep["schema_version"] == "1.0"
     assert rep["dataset"]["d"] == 64 and rep["dataset"]["task"] == "binary"
@@ -62,8 +85,31 @@ def test_run_quick_writes_report(tmp_path, capsys):
         assert len(e["net"]["predicted_loss"]) == rep["config"]["steps"] + 1
         assert 0 <= e["net"]["test_error"] <= 1
     assert rep["dense"]["lambda_min"] > 0
-    # The trained networks decrease their loss.
-    assert rep["dense"]["net"]["loss"][-1] < rep["dense"]["net"]["loss"][0]
+    # The trained networks decrease their loss; the predicted trajectory starts at the measured
+    # initial loss 1/2 |y - u0|^2 (the same n-term sum in another order: n eps relative).
+    for net in [rep["dense"]["net"]] + [e["net"] for e in rep["sketched"]]:
+        assert net["loss"][-1] < net["loss"][0]
+        n = rep["dataset"]["n_train"]
+        assert net["predicted_loss"][0] == pytest.approx(net["loss"][0], rel=4 * n * 2.0**-52)
+
+    # One lambda_min ratio and one bound ratio recomputed independently (numpy / scipy) from
+    # the data and the explicit sketch matrix: gaussian, k = 8, first sketch seed.
+    from ntkdr.data import load_dataset
+    from ntkdr.sketches import make_sketch
+
+    ds = load_dataset("digits", classes=(3, 5), n_train=n, n_test=rep["dataset"]["n_test"])
+    X, y = ds.X_train, ds.y_train.astype(np.float64)
+    assert np.allclose(np.linalg.norm(X, axis=1), 1.0)
+    e = next(e for e in rep["sketched"] if (e["kind"], e["k"]) == ("gaussian", 8))
+    M = make_sketch("gaussian", 64, 8, seed=e["seeds"][0]).matrix().numpy()
+    F = X @ M.T
+    F /= np.linalg.norm(F, axis=1, keepdims=True)
+    lmin_d, bound_d = _lmin_and_bound(_h1(X), y)
+    lmin_s, bound_s = _lmin_and_bound(_h1(F), y)
+    assert rep["dense"]["lambda_min"] == pytest.approx(lmin_d, rel=1e-6)
+    assert rep["dense"]["bound_true"] == pytest.approx(bound_d, rel=1e-6)
+    assert e["lambda_min_ratio"]["values"][0] == pytest.approx(lmin_s / lmin_d, rel=1e-6)
+    assert e["bound_ratio"]["values"][0] == pytest.approx(bound_s / bound_d, rel=1e-6)
     for name in (
         "report.md",
         "loss.png",
@@ -123,10 +169,30 @@ def test_certify(tmp_path, capsys):
         capsys,
     )
     assert code == 0, err
-    rep = json.loads(f.read_text())
+    rep = load_json_strict(f.read_text())
     assert "net" not in rep["dense"]
-    assert set(rep["recommended_k"]["per_kind"]) == {"gaussian", "srht"}
-    assert "recommended k" in stdout or "no k in the grid" in stdout
+    rec = rep["recommended_k"]
+    assert set(rec["per_kind"]) == {"gaussian", "srht"}
+    # The documented rule applied to the evidence: per kind the smallest k with both mean ratios
+    # within 0.1 of 1 (and PD for every seed); across kinds the smallest k, ties to the closest.
+    dev = {
+        (e["kind"], e["k"]): max(
+            abs(e["lambda_min_ratio"]["mean"] - 1), abs(e["bound_ratio"]["mean"] - 1)
+        )
+        for e in rep["sketched"]
+        if e["all_pd"]
+    }
+    ok = sorted((k, v, kind) for (kind, k), v in dev.items() if v <= 0.1)
+    for kind in ("gaussian", "srht"):
+        assert rec["per_kind"][kind] == min((k for k, _, kd in ok if kd == kind), default=None)
+    # An SRHT with k = d = 64 is an orthogonal map: the sketched kernel is the dense one, both
+    # ratios are 1, so a recommendation exists and is at most 64.
+    srht64 = next(e for e in rep["sketched"] if (e["kind"], e["k"]) == ("srht", 64))
+    assert srht64["lambda_min_ratio"]["mean"] == pytest.approx(1.0, abs=1e-9)
+    assert srht64["bound_ratio"]["mean"] == pytest.approx(1.0, abs=1e-9)
+    assert ok and (rec["k"], rec["kind"]) == (ok[0][0], ok[0][2])
+    assert f"recommended k = {rec['k']} ({rec['kind']}), tolerance 0.1" in stdout.splitlines()
+    assert "no k in the grid" not in stdout
 
 
 def _npz(path: Path, X, y):

@@ -39,6 +39,7 @@ _EXPORTS = {
         "gd_time_predict",
         "conjugate_gradient",
     ),
+    "predict": ("gradient_descent_mse", "gp_inference"),
     "data": ("load_dataset", "load_file", "Dataset", "DATASETS"),
     "validation": ("ParallelRowsWarning",),
 }

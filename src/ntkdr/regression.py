@@ -220,6 +220,13 @@ def kernel_ridge_fit(H: Any, y: Any, ridge: float = 0.0) -> Any:
         A.diagonal().add_(ridge)
     info = torch.empty((), dtype=torch.int32, device=A.device)
     L, info = torch.linalg.cholesky_ex(A, out=(A, info))  # factor in place: one float64 n x n copy
+    if int(info) == 0:
+        # A singular matrix (e.g. duplicate inputs) may factor with a round-off-sized pivot, or
+        # not, depending on the CPU's BLAS: a squared pivot <= n eps max pivot^2 (which implies
+        # lambda_min <= n eps lambda_max, theory's "numerically zero") counts as a failure.
+        p2 = L.diagonal().square()
+        if float(p2.min()) <= n * float(torch.finfo(torch.float64).eps) * float(p2.max()):
+            info = p2.argmin() + 1
     if int(info) != 0:
         if ridge == 0:
             raise ValueError(
