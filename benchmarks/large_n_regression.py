@@ -1,4 +1,4 @@
-"""Large-n NTK regression by matrix-free conjugate gradients (SPEC section 8).
+"""Large-n NTK regression by matrix-free conjugate gradients.
 
     python benchmarks/large_n_regression.py --n 20000 [--d 100] [--ridge 1e-2] [--tol 1e-4]
         [--max-memory 512MiB] [--json out.json]
@@ -33,7 +33,8 @@ import torch
 from ntkdr import distributed as D
 from ntkdr.data import load_dataset
 from ntkdr.kernels import NTK, KernelOptions
-from ntkdr.regression import _parse_memory, kernel_cg_fit
+from ntkdr.memory import parse_bytes
+from ntkdr.regression import kernel_cg_fit
 
 
 def _proc_status_bytes(key: str) -> int | None:
@@ -64,7 +65,7 @@ def _positive_float(s: str) -> float:
 
 def _memory(s: str) -> int:
     try:
-        return int(_parse_memory(s if not s.isdigit() else int(s), "--max-memory"))
+        return int(parse_bytes(s, "--max-memory"))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -502,7 +502,7 @@ def test_kernel_budget_smaller_than_one_tile(files, capsys, depth):
     """A budget that cannot hold even one row tile is refused with the sizes, before any work."""
     out = files["out"] / "k.npy"
     code, _, err = run_cli(
-        ["kernel", *TINY_DATA, *depth, "--max-memory", "1KB", "--out", out], capsys
+        ["kernel", *TINY_DATA, *depth, "--max-memory", "1KiB", "--out", out], capsys
     )
     line = assert_one_line_error(code, err, "too small")
     assert "1024 bytes" in line and not out.exists()

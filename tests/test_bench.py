@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from ntkdr import bench
+from ntkdr.cli import bench
 
 TINY = {
     "two_layer_ntk": {"n": 64, "d": 16},

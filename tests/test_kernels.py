@@ -180,7 +180,7 @@ def test_tiled_equals_untiled(tile, monkeypatch):
     X, Z = _data()
     ref_two = [two_layer_ntk(X, B, "both", kappa=0.8) for B in (Z, None)]
     ref_fc = [fc_relu_kernels(X, B, 3, 1.1, 0.2, 0.9) for B in (Z, None)]
-    monkeypatch.setattr(kernels, "_CPU_BLOCK", 20)  # elementwise blocks of a few rows
+    monkeypatch.setattr("ntkdr.kernels.engine._CPU_BLOCK", 20)  # elementwise blocks of a few rows
     for B, r2, rf in zip((Z, None), ref_two, ref_fc):
         np.testing.assert_allclose(
             two_layer_ntk(X, B, "both", kappa=0.8, tile=tile), r2, rtol=1e-14, atol=1e-14

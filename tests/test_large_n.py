@@ -23,8 +23,8 @@ import pytest
 import torch
 
 from _spawn import run_torchrun, spawn_ranks
-from ntkdr import kernels
 from ntkdr.kernels import NTK, KernelOptions
+from ntkdr.kernels import operator as kernels
 from ntkdr.regression import NTKRegressor, conjugate_gradient, kernel_cg_fit, kernel_operator
 
 WORLD = 2

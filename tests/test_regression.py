@@ -396,7 +396,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
-import ntkdr.kernels as kernels  # noqa: E402
+import ntkdr.kernels.operator as kernels  # noqa: E402
 from ntkdr.regression import NTKClassifier, NTKRegressor  # noqa: E402
 
 

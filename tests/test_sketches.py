@@ -12,7 +12,7 @@ import pytest
 import scipy.linalg
 import torch
 
-import ntkdr.sketches as sketches_mod
+import ntkdr.sketches.srht as sketches_mod
 from ntkdr.sketches import SKETCH_KINDS, Sketch, make_sketch
 
 RANDOM_KINDS = ("gaussian", "sparse", "srht")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from ntkdr import theory
 from ntkdr.theory import (
     BoundResult,
     SingularKernelWarning,
@@ -24,6 +23,7 @@ from ntkdr.theory import (
     spectrum_summary,
     width_requirements,
 )
+from ntkdr.theory import bounds as theory
 
 DTYPES = [np.float32, np.float64]
 
@@ -315,18 +315,19 @@ def test_cost_hand_counts_all_kinds():
     pca = cost(d, m, k=2, sketch_kind="pca", n=n)["factorized"]
     assert pca["sketch_macs_per_example"] == 16 and pca["infer_macs_per_example"] == 28
 
-    sp = cost(d, m, k=2, sketch_kind="sparse", n=n)  # s defaults to 1 (CountSketch)
-    assert sp["s"] == 1 and sp["factorized"]["sketch_macs_per_example"] == 8
-    assert sp["factorized"]["infer_macs_per_example"] == 8 + 8 + 4
+    sp = cost(d, m, k=2, sketch_kind="sparse", n=n)  # s defaults to the sketch's min(8, k)
+    assert sp["s"] == 2 and sp["factorized"]["sketch_macs_per_example"] == 16
+    assert sp["factorized"]["infer_macs_per_example"] == 16 + 8 + 4
     sp2 = cost(d, m, k=2, sketch_kind="sparse", n=n, s=2)
     assert sp2["factorized"]["sketch_macs_per_example"] == 16
 
-    # srht, d = 6 padded to 8: 8 * log2(8) + k = 26; stores 8 signs + 2 indices
+    # srht, d = 6 padded to 8: the pruned transform's 8 * (no factors + 2 kept rows) = 16;
+    # stores 8 signs + 2 indices
     sr = cost(6, m, k=2, sketch_kind="srht", n=n)
     assert sr["d_padded"] == 8
-    assert sr["factorized"]["sketch_macs_per_example"] == 26
+    assert sr["factorized"]["sketch_macs_per_example"] == 16
     assert sr["factorized"]["params_fixed"] == 4 + 10
-    assert sr["factorized"]["infer_macs_per_example"] == 26 + 8 + 4
+    assert sr["factorized"]["infer_macs_per_example"] == 16 + 8 + 4
     assert sr["dense"]["infer_macs_per_example"] == 4 * 6 + 4
 
     ident = cost(d, m, sketch_kind="identity", n=n)

@@ -22,7 +22,12 @@ import pytest
 import torch
 
 from ntkdr.kernels import NTK, fc_relu_kernels, two_layer_ntk
-from ntkdr.tiles import ResumeWarning, choose_tile_rows, compute_kernel_to_file, partial_paths
+from ntkdr.kernels.tiles import (
+    ResumeWarning,
+    choose_tile_rows,
+    compute_kernel_to_file,
+    partial_paths,
+)
 
 TOL = {np.float32: 2e-6, np.float64: 1e-13}  # relative to max |K|
 
@@ -187,7 +192,7 @@ def test_resume_after_sigkill(tmp_path):
         "import sys, time, numpy as np, torch\n"
         "torch.set_num_threads(int(sys.argv[3]))\n"
         "from ntkdr.kernels import NTK\n"
-        "from ntkdr.tiles import compute_kernel_to_file\n"
+        "from ntkdr.kernels.tiles import compute_kernel_to_file\n"
         "ntk = NTK()\n"
         "def slow(a, b):\n"
         "    time.sleep(0.15)\n"

@@ -190,7 +190,7 @@ def test_closed_form_gradient_matches_autograd(optimizer, out_dim, train_output,
 
 
 def test_closed_form_blocks_match_single_block(monkeypatch):
-    import ntkdr.train as T
+    import ntkdr.training.gradients as T
 
     X, y = _unit_rows(50, 7, seed=4)
     out = []

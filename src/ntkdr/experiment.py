@@ -1,4 +1,4 @@
-"""The main job behind ``ntkdr run`` (SPEC section 5).
+"""The main job behind ``ntkdr run`` as a library: :class:`RunConfig` in, a report dict out.
 
 Dense vs factorized (W = U S) two-layer ReLU networks on one data set, same width and
 seed: analytic-kernel guarantees (lambda_0 = lambda_min(H1), Arora et al. 2019 Thm 5.1
@@ -12,12 +12,11 @@ The result is a plain JSON-serialisable dict (schema in the README, ``SCHEMA_VER
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ DEFAULT_KS = (16, 32, 64, 128, 256)
 
 @dataclass
 class RunConfig:
-    """Everything ``ntkdr run`` varies. ``quick`` shrinks the defaults to a seconds-long run."""
+    """Everything ``ntkdr run`` varies (``quick`` records that the command line's quick preset was used)."""
 
     dataset: str = "mnist"
     data: str | None = None
@@ -52,29 +51,6 @@ class RunConfig:
     quiet: bool = False
     inference_repeats: int = 5
     train: bool = True
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> RunConfig:
-        given = {
-            f.name: getattr(args, f.name)
-            for f in fields(cls)
-            if getattr(args, f.name, None) is not None
-        }
-        cfg = cls(**given)
-        if cfg.quick:
-            # Only shrink what the user did not set explicitly.
-            quick: dict[str, Any] = dict(
-                width=256, steps=30, ks=(16, 64), seeds=2, inference_repeats=2
-            )
-            if cfg.data is None and cfg.dataset == "mnist":
-                quick.update(n_train=300, n_test=200)
-            for key, value in quick.items():
-                if key not in given:
-                    setattr(cfg, key, value)
-        cfg.sketches = tuple(cfg.sketches)
-        cfg.ks = tuple(cfg.ks)
-        cfg.validate()
-        return cfg
 
     def validate(self) -> None:
         from ntkdr.sketches import SKETCH_KINDS
@@ -211,9 +187,9 @@ class _Evaluator:
 
 def _train_one(task: _Task, cfg: RunConfig, sketch, dtype: torch.dtype, device) -> dict[str, Any]:
     from ntkdr.kernels import two_layer_ntk
-    from ntkdr.models import TwoLayerReLU
+    from ntkdr.nets.models import TwoLayerReLU
     from ntkdr.theory import predicted_trajectory
-    from ntkdr.train import fit
+    from ntkdr.training.loop import fit
 
     d = task.X.shape[1]
     out_dim = 1 if task.Y.ndim == 1 else task.Y.shape[1]
@@ -317,7 +293,7 @@ def run_experiment(cfg: RunConfig) -> dict[str, Any]:
     from ntkdr.theory import cost, jl_min_dim, width_requirements
 
     start = time.perf_counter()
-    dtype = V.resolve_dtype(cfg.dtype)
+    dtype = V.resolve_dtype(cfg.dtype) or torch.float64  # validated: never None
     device = V.resolve_device(cfg.device)
     task = load_task(cfg.data, cfg.dataset, cfg.classes, cfg.n_train, cfg.n_test, cfg.seed)
     n, d = task.X.shape

@@ -1,4 +1,4 @@
-"""Input validation shared by every public entry point (SPEC section 7).
+"""Input validation shared by every public entry point, and the ``ArrayLike`` alias of array inputs.
 
 Every check raises ``ValueError`` with a message that names the argument and the
 problem; tests assert these messages, so change them only on purpose.  Arrays may be
@@ -9,17 +9,19 @@ returned in the kind the caller used (:func:`to_output`).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import numpy as np
 import torch
 
+# the request-size checks live with the memory budget; re-exported here where callers look
+from ntkdr.memory import available_memory, check_memory, format_bytes
+
 __all__ = [
+    "ArrayLike",
     "MAX_DEPTH",
     "MAX_STEPS",
     "ParallelRowsWarning",
@@ -28,12 +30,15 @@ __all__ = [
     "format_bytes",
     "as_matrix",
     "as_labels",
+    "label_array",
+    "class_labels",
     "check_same_d",
     "check_n_match",
     "check_int",
     "check_real",
     "check_choice",
     "check_k",
+    "check_symmetric",
     "check_nonzero_rows",
     "find_parallel_rows",
     "warn_parallel_rows",
@@ -41,6 +46,9 @@ __all__ = [
     "resolve_device",
     "to_output",
 ]
+
+#: Array inputs: a numpy array (``np.memmap`` included), a torch tensor or nested sequences.
+ArrayLike: TypeAlias = np.ndarray | torch.Tensor | Sequence[Any]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -77,7 +85,7 @@ def resolve_device(device: Any) -> torch.device | None:
 
 
 def as_matrix(
-    X: Any,
+    X: ArrayLike,
     name: str = "X",
     *,
     dtype: Any = None,
@@ -104,7 +112,7 @@ def as_matrix(
             raise ValueError(f"{name} must be real, got complex dtype {arr.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(arr))
     else:
-        t = X
+        t = cast(torch.Tensor, X)
         if t.is_complex():
             raise ValueError(f"{name} must be real, got complex dtype {t.dtype}")
     if t.ndim != 2:
@@ -125,7 +133,7 @@ def as_matrix(
     return t, was_numpy
 
 
-def as_labels(y: Any, n: int, name: str = "y", *, dtype: Any = None) -> torch.Tensor:
+def as_labels(y: ArrayLike, n: int, name: str = "y", *, dtype: Any = None) -> torch.Tensor:
     """Validate targets: numeric, finite, 1-D ``(n,)`` or 2-D ``(n, c)``, with ``n`` rows."""
     if isinstance(y, torch.Tensor):
         t = y
@@ -150,6 +158,31 @@ def as_labels(y: Any, n: int, name: str = "y", *, dtype: Any = None) -> torch.Te
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or Inf")
     return t
+
+
+def label_array(y: ArrayLike, name: str = "y") -> np.ndarray:
+    """Targets or class labels as a numpy array of their own dtype: numeric, 1-D ``(n,)`` or 2-D
+    ``(n, outputs)``, non-empty, finite (the one label check of the data pipeline)."""
+    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ValueError(f"{name} must be numeric labels, got dtype {arr.dtype}")
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"{name} must be 1-D (n,) or 2-D (n, outputs), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    return arr
+
+
+def class_labels(y: ArrayLike, name: str = "y", *, task: str | None = None) -> np.ndarray:
+    """:func:`label_array` that must be 1-D: one class label per row (``task`` names the task
+    in the message)."""
+    arr = label_array(y, name)
+    if arr.ndim != 1:
+        for_task = f" for a {task} task" if task else ""
+        raise ValueError(f"{name} must be 1-D class labels{for_task}, got shape {arr.shape}")
+    return arr
 
 
 def check_same_d(X: torch.Tensor, Z: torch.Tensor, names: tuple[str, str] = ("X", "Z")) -> None:
@@ -204,13 +237,38 @@ def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
     return value
 
 
+# Relative tolerance (w.r.t. max |H_ij|) of the symmetry check, keyed by the matrix's dtype:
+# loose enough for kernels assembled from tiles K(X_i, X_j) / K(X_j, X_i) computed by
+# different GEMMs, tight enough to catch a matrix that is not a Gram matrix.
+SYM_RTOL = {torch.float32: 1e-4, torch.float64: 1e-10}
+
+
+def check_symmetric(H: torch.Tensor, name: str = "H", block: int = 2048) -> None:
+    """Raise unless the square ``H`` is symmetric to :data:`SYM_RTOL` ``[H.dtype] * max |H|``.
+
+    The one symmetry check (theory and regression); blockwise, so it needs O(block n) memory.
+    """
+    n = H.shape[0]
+    rtol = SYM_RTOL.get(H.dtype, SYM_RTOL[torch.float32])
+    scale = max(abs(float(H.max())), abs(float(H.min()))) if n else 0.0  # no n x n temporary
+    tol = rtol * max(scale, float(torch.finfo(H.dtype).tiny))
+    asym = 0.0
+    for s in range(0, n, block):
+        asym = max(asym, float((H[s : s + block, :] - H[:, s : s + block].T).abs().max()))
+    if asym > tol:
+        raise ValueError(
+            f"{name} must be symmetric: max |{name} - {name}^T| = {asym:.3g} exceeds "
+            f"{rtol:g} * max |{name}| = {tol:.3g} ({H.dtype})"
+        )
+
+
 def check_k(k: Any, d: int, name: str = "k") -> int:
     """Target dimension of a sketch: ``1 <= k <= d``."""
     if isinstance(k, bool) or not isinstance(k, Integral):
         raise ValueError(f"{name} must be an integer, got {k!r}")
-    if k < 1:
+    if int(k) < 1:
         raise ValueError(f"{name} must be >= 1, got {k}")
-    if k > d:
+    if int(k) > d:
         raise ValueError(f"{name} must be <= d = {d} (a sketch reduces dimension), got {k}")
     return int(k)
 
@@ -276,45 +334,3 @@ MAX_DEPTH = 1000
 #: Most training steps accepted in one call.  Ten million full-batch steps of even the smallest
 #: network take days; a larger count is a typo (the progress bar shows the time left below it).
 MAX_STEPS = 10_000_000
-
-
-def format_bytes(nbytes: float) -> str:
-    """``'3.2e+12 bytes (2.9 TiB)'`` -- the exact count and a binary-prefixed size."""
-    size, unit = float(nbytes), "B"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        if size < 1024 or unit == "EiB":
-            break
-        size /= 1024
-    return f"{float(nbytes):.3g} bytes ({size:.3g} {unit})"
-
-
-def available_memory(device: Any = None) -> int:
-    """Bytes that can still be allocated on ``device``: free CUDA memory, or the kernel's
-    ``MemAvailable`` (Linux; physical memory elsewhere) for the CPU."""
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    if dev.type == "cuda":
-        return int(torch.cuda.mem_get_info(dev)[0])
-    with contextlib.suppress(OSError), open("/proc/meminfo") as fh:  # Linux
-        for line in fh:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # no way to tell: do not refuse
-        return 2**63
-
-
-def check_memory(nbytes: float, what: str, advice: str, device: Any = None) -> None:
-    """Refuse, before allocating, a request that cannot fit: ``ValueError`` naming the bytes
-    needed, the bytes available and what to change (``advice``)."""
-    avail = available_memory(device)
-    if nbytes > avail:
-        dev = (
-            "the GPU"
-            if device is not None and torch.device(device).type == "cuda"
-            else "this machine"
-        )
-        raise ValueError(
-            f"{what} needs {format_bytes(nbytes)}, but {format_bytes(avail)} are available on "
-            f"{dev}; {advice}"
-        )

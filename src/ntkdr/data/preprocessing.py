@@ -1,5 +1,5 @@
 """Preprocessing of arrays for the NTK code: row normalisation, centring, standardisation,
-train / test splits and label tasks (SPEC sections 4, 7).
+train / test splits and label tasks.
 
 Numpy-first: every function returns numpy arrays (torch tensors are accepted as input) and
 raises ``ValueError`` naming the argument and the problem.  Label conventions (binary +-1 with
@@ -17,12 +17,15 @@ import numpy as np
 import torch
 
 from ntkdr.validation import (
+    ArrayLike,
     as_matrix,
     check_choice,
     check_int,
     check_n_match,
     check_nonzero_rows,
     check_real,
+    class_labels,
+    label_array,
     resolve_dtype,
 )
 
@@ -53,19 +56,6 @@ def _as_np_matrix(X: Any, name: str = "X", dtype: Any = None) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
-def _as_np_labels(y: Any, name: str = "y") -> np.ndarray:
-    arr = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise ValueError(f"{name} must be numeric labels, got dtype {arr.dtype}")
-    if arr.ndim not in (1, 2):
-        raise ValueError(f"{name} must be 1-D (n,) or 2-D (n, outputs), got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
-    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or Inf")
-    return arr
-
-
 def _label_key(v: Any) -> Any:
     """Plain Python scalar for a label (so classes print as ``(3, 5)``, not numpy scalars)."""
     v = np.asarray(v).item()
@@ -88,8 +78,7 @@ def _side(c: Any) -> tuple:
 
 def _binary_mask(y: np.ndarray, classes: Any) -> tuple[np.ndarray, np.ndarray, tuple]:
     """(mask of rows in either class, +-1 labels of those rows, normalised classes)."""
-    if y.ndim != 1:
-        raise ValueError(f"y must be 1-D class labels for a binary task, got shape {y.shape}")
+    y = class_labels(y, "y", task="binary")
     present = np.unique(y)
     if classes is None:
         if present.size == 1:
@@ -124,7 +113,7 @@ def _binary_mask(y: np.ndarray, classes: Any) -> tuple[np.ndarray, np.ndarray, t
 # --------------------------------------------------------------------------------------------
 # preprocessing
 # --------------------------------------------------------------------------------------------
-def normalize_rows(X: Any, *, dtype: Any = None) -> np.ndarray:
+def normalize_rows(X: ArrayLike, *, dtype: Any = None) -> np.ndarray:
     """Scale every row to unit Euclidean norm (the NTK analysis assumes ||x_i|| = 1).
 
     Float32 / float64 input keeps its dtype (``dtype`` overrides); zero rows raise
@@ -138,7 +127,7 @@ def normalize_rows(X: Any, *, dtype: Any = None) -> np.ndarray:
     return (B / np.linalg.norm(B, axis=1, keepdims=True)).astype(A.dtype, copy=False)
 
 
-def center(X: Any, mean: Any = None, *, dtype: Any = None) -> np.ndarray:
+def center(X: ArrayLike, mean: Any = None, *, dtype: Any = None) -> np.ndarray:
     """Subtract the column means (of ``X``, or the given ``mean``, e.g. the training means)."""
     A = _as_np_matrix(X, "X", dtype)
     if mean is None:
@@ -153,7 +142,7 @@ def center(X: Any, mean: Any = None, *, dtype: Any = None) -> np.ndarray:
 
 
 def standardize(
-    X: Any, mean: Any = None, std: Any = None, *, dtype: Any = None
+    X: ArrayLike, mean: Any = None, std: Any = None, *, dtype: Any = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Zero-mean, unit-variance columns: returns ``(X_std, mean, std)``.
 
@@ -170,8 +159,8 @@ def standardize(
 
 
 def train_test_split(
-    X: Any,
-    y: Any,
+    X: ArrayLike,
+    y: ArrayLike,
     *,
     n_train: int | None = None,
     n_test: int | None = None,
@@ -188,7 +177,7 @@ def train_test_split(
     split, the split falls back to unstratified (still determined by ``seed``).
     """
     A = _as_np_matrix(X, "X")
-    yy = _as_np_labels(y, "y")
+    yy = label_array(y, "y")
     check_n_match(A.shape[0], yy.shape[0], "X", "y")
     idx_tr, idx_te = _split_indices(yy, A.shape[0], n_train, n_test, test_fraction, seed, stratify)
     return A[idx_tr], A[idx_te], yy[idx_tr], yy[idx_te]
@@ -269,7 +258,7 @@ def _split_indices(
     return tr, te
 
 
-def binary_task(X: Any, y: Any, classes: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def binary_task(X: ArrayLike, y: ArrayLike, classes: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Rows of two classes with labels +-1: returns ``(X_sel, y_pm)``.
 
     ``classes = (a, b)``: rows labelled ``a`` get +1, rows labelled ``b`` get -1, other rows are
@@ -278,14 +267,14 @@ def binary_task(X: Any, y: Any, classes: Any = None) -> tuple[np.ndarray, np.nda
     class with no samples, or ``y`` with a single class, raises ``ValueError``.
     """
     A = _as_np_matrix(X, "X")
-    yy = _as_np_labels(y, "y")
+    yy = label_array(y, "y")
     check_n_match(A.shape[0], yy.shape[0], "X", "y")
     mask, y_pm, _ = _binary_mask(yy, classes)
     return A[mask], y_pm
 
 
 def one_hot(
-    y: Any, classes: Any = None, *, centered: bool = False, dtype: Any = None
+    y: ArrayLike, classes: Any = None, *, centered: bool = False, dtype: Any = None
 ) -> np.ndarray:
     """One-hot regression targets ``(n, C)`` for multiclass NTK regression.
 
@@ -294,9 +283,7 @@ def one_hot(
     1 / C (targets ``e_c - 1/C``, zero-mean rows, as in Arora et al. 2019's CNTK experiments).
     A label not in ``classes`` raises ``ValueError``.
     """
-    yy = _as_np_labels(y, "y")
-    if yy.ndim != 1:
-        raise ValueError(f"y must be 1-D class labels, got shape {yy.shape}")
+    yy = class_labels(y, "y")
     cls = np.unique(yy) if classes is None else np.asarray(classes).reshape(-1)
     if cls.size == 0:
         raise ValueError("classes is empty")

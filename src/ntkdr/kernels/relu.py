@@ -1,6 +1,6 @@
-"""Analytic (infinite-width) NTK / NNGP kernels of ReLU networks, tiled under a memory budget.
+"""Analytic (infinite-width) NTK / NNGP kernels of ReLU networks: the two-layer and deep fully connected plans and their public functions.
 
-Two families (SPEC section 2):
+Two families (Arora et al. 2019, Sec. 4; neural-tangents, Novak et al. 2020):
 
 * :func:`two_layer_ntk` -- the H-infinity Gram matrix of Du et al. / Arora et al.,
   ``H1(x, z) = (x . z) (pi - theta) / (2 pi)`` and, with ``layers="both"``, the output-layer
@@ -25,7 +25,7 @@ How the work is organised (Falkon-style):
 
 Numerics: ``theta = atan2(s, g)`` with ``g = x . z`` and ``s = |x||z| sin theta``, i.e.
 ``sqrt(max(|x|^2 |z|^2 - g^2, 0))`` evaluated as ``sqrt(max(P - g, 0)) sqrt(max(P + g, 0))``
-with ``P = |x| |z|`` (SPEC section 2).  The identities ``|x||z| sin theta = s`` and
+with ``P = |x| |z|``.  The identities ``|x||z| sin theta = s`` and
 ``|x||z| cos theta = g`` remove every division, so zero-norm rows give finite values
 (theta = 0, kernel 0 for the two-layer kernel), and no product of squared norms is formed:
 row norms are computed free of over/underflow and the result is correct whenever the kernel
@@ -54,52 +54,30 @@ is given the very object passed is filled and returned.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from ntkdr._numerics import ldexp_exact as _ldexp
-
-from .validation import (
+from ntkdr.kernels.engine import _check_max_memory, _check_tile, _finish, _prepare, _run
+from ntkdr.validation import (
     MAX_DEPTH,
+    ArrayLike,
     as_matrix,
     check_choice,
     check_int,
     check_real,
-    check_same_d,
     to_output,
 )
 
 __all__ = [
-    "DEFAULT_MAX_MEMORY",
-    "KernelOptions",
-    "NTK",
     "two_layer_ntk",
     "fc_relu_kernels",
     "two_layer_ntk_diag",
     "fc_relu_kernels_diag",
 ]
 
-#: Working-set budget (bytes) used when ``max_memory`` is not given.
-DEFAULT_MAX_MEMORY = 256 * 2**20
-
 _TWO_PI = 2.0 * math.pi
-_GIB = float(2**30)
-# Elements per elementwise block on CPU, per thread (at least 2^17 in all): large enough to
-# amortise per-op overhead and thread start-up, small enough that each thread's share of the
-# block and of the two scratch buffers stays in its L2 cache.
-_CPU_BLOCK = 1 << 16
-# On accelerators blocking buys nothing but launch overhead: use big blocks.
-_GPU_BLOCK = 1 << 24
-# Rows per symmetric tile: the upper-triangle GEMM saves (1 - 1/n_tiles)/2 of the flops.
-_SYM_TILE = 512
-# Rows per GEMM when writing a general (X, Z) result in place.
-_GEN_TILE = 2048
-# Block size of the transposed copies that mirror the upper triangle.
-_MIRROR_BLOCK = 256
 
 
 # --------------------------------------------------------------------------------------
@@ -159,7 +137,7 @@ def _sin_term(A: torch.Tensor, P: torch.Tensor, C: torch.Tensor) -> None:
 
 
 class _TwoLayerPlan:
-    """H1 or H1 + H2 of the two-layer ReLU network (SPEC section 2).
+    """H1 or H1 + H2 of the two-layer ReLU network (Du et al. 2019; Arora et al. 2019).
 
     Row statistics: ``[sqrt(1 - tau) |x|, |x|]`` (``tau``: :func:`_shrink`).  Using the shrunk
     product ``P = (1 - tau) |x||z|`` in ``|x||z| sin(theta) = sqrt(P^2 - g^2)`` makes the angle
@@ -215,7 +193,7 @@ class _TwoLayerPlan:
 
 
 class _FCPlan:
-    """NTK and NNGP of Dense -> (Relu -> Dense) x depth, NTK parameterization (SPEC section 2).
+    """NTK and NNGP of Dense -> (Relu -> Dense) x depth, NTK parameterization (Du et al. 2019; Arora et al. 2019).
 
     Outputs are ``(ntk, nngp)``; the GEMM lands in the NNGP output.  Row statistics: for each
     ReLU layer ``l`` the shrunk ``sqrt((1 - tau) q_l(x))`` (see :class:`_TwoLayerPlan`), then
@@ -292,207 +270,6 @@ class _FCPlan:
 
 
 # --------------------------------------------------------------------------------------
-# Validation helpers
-# --------------------------------------------------------------------------------------
-
-
-def _prepare(X: Any, Z: Any, dtype: Any, device: Any):
-    """Validate X (and Z); return ``(X, Z, symmetric, x_was_numpy)`` as tensors."""
-    Xt, x_np = as_matrix(X, "X", dtype=dtype, device=device)
-    if Z is None or Z is X:
-        return Xt, Xt, True, x_np
-    Zt, _ = as_matrix(Z, "Z", dtype=dtype, device=device)
-    check_same_d(Xt, Zt)
-    if Zt.device != Xt.device:
-        raise ValueError(
-            f"X and Z are on different devices ({Xt.device} and {Zt.device}); "
-            "move one of them or pass device="
-        )
-    if Xt.dtype != Zt.dtype:  # only possible with dtype=None: promote to the wider one
-        wide = torch.promote_types(Xt.dtype, Zt.dtype)
-        Xt, Zt = Xt.to(wide), Zt.to(wide)
-    return Xt, Zt, False, x_np
-
-
-def _check_tile(tile: Any) -> int | None:
-    return None if tile is None else check_int(tile, "tile", min_value=1)
-
-
-def _check_max_memory(max_memory: Any) -> float | None:
-    return None if max_memory is None else check_real(max_memory, "max_memory", positive=True)
-
-
-def _as_target(obj: Any, name: str, shape: tuple[int, int]) -> torch.Tensor:
-    """A writable tensor sharing memory with ``obj`` (tensor, ndarray or np.memmap)."""
-    if isinstance(obj, torch.Tensor):
-        t = obj
-    elif isinstance(obj, np.ndarray):
-        if not obj.flags.writeable:
-            raise ValueError(f"{name} is a read-only array; pass a writable array or np.memmap")
-        if obj.dtype not in (np.float32, np.float64):
-            raise ValueError(f"{name} must have dtype float32 or float64, got {obj.dtype}")
-        t = torch.from_numpy(obj)
-    else:
-        raise ValueError(
-            f"{name} must be a torch.Tensor, numpy array or np.memmap, got {type(obj).__name__}"
-        )
-    if t.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"{name} must have dtype float32 or float64, got {t.dtype}")
-    if tuple(t.shape) != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
-    if t.requires_grad:
-        raise ValueError(f"{name} must not require grad")
-    return t
-
-
-def _gib(nbytes: float) -> str:
-    return f"{nbytes / _GIB:.3g} GiB"
-
-
-# --------------------------------------------------------------------------------------
-# The tiled engine
-# --------------------------------------------------------------------------------------
-
-
-def _mirror(D: torch.Tensor) -> None:
-    """Make the square block ``D`` exactly symmetric from its upper triangle (in blocks)."""
-    t = D.shape[0]
-    s = _MIRROR_BLOCK
-    for i in range(0, t, s):
-        i1 = min(i + s, t)
-        blk = D[i:i1, i:i1]
-        blk.copy_(torch.triu(blk) + torch.triu(blk, 1).T)
-        if i1 < t:
-            D[i1:, i:i1].copy_(D[i:i1, i1:].T)
-
-
-def _mirror_strip(dst: torch.Tensor, src: torch.Tensor) -> None:
-    """``dst = src.T`` in cache-friendly column blocks (dst is (r, t), src is (t, r))."""
-    r = dst.shape[0]
-    s = _MIRROR_BLOCK
-    for j in range(0, r, s):
-        dst[j : j + s].copy_(src[:, j : j + s].T)
-
-
-def _run(
-    plan,
-    Xt: torch.Tensor,
-    Zt: torch.Tensor,
-    symmetric: bool,
-    outs: Sequence[Any] | None,
-    tile: int | None,
-    max_memory: float | None,
-    sink: Callable[[int, int, list[torch.Tensor]], None] | None = None,
-) -> list[torch.Tensor]:
-    """Compute all outputs of ``plan`` tile by tile.
-
-    ``outs``: user targets (one per output, ``None`` entries are allocated).  With ``sink``
-    nothing is stored: every finished tile ``[a, b)`` (all columns) is passed to
-    ``sink(a, b, tiles)`` instead (matrix-free products).
-    """
-    n, m = Xt.shape[0], Zt.shape[0]
-    dt, dev = Xt.dtype, Xt.device
-    item = Xt.element_size()
-    n_out = plan.n_out
-    budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
-    one_result = n * m * item
-
-    sx = plan.stats(Xt)
-    sz = sx if Zt is Xt else plan.stats(Zt)
-    plan.check(sx, sz, dt)  # before allocating anything: the kernel must be representable
-
-    targets: list[torch.Tensor] = []
-    if sink is None:
-        outs = list(outs) if outs is not None else [None] * n_out
-        n_alloc = sum(o is None for o in outs)
-        if max_memory is not None and n_alloc and n_alloc * one_result > max_memory:
-            raise ValueError(
-                f"the kernel result needs {_gib(n_alloc * one_result)} ({n} x {m}"
-                f"{' x ' + str(n_alloc) if n_alloc > 1 else ''}, {str(dt).replace('torch.', '')}), "
-                f"more than max_memory = {_gib(max_memory)}; compute it in tiles into out= "
-                "(e.g. an np.memmap on disk) or raise max_memory"
-            )
-        for i, o in enumerate(outs):
-            if o is None:
-                targets.append(torch.empty((n, m), dtype=dt, device=dev))
-            else:
-                name = "out" if n_out == 1 else f"out[{i}]"
-                targets.append(_as_target(o, name, (n, m)))
-        if max_memory is not None:
-            budget = max(budget - n_alloc * one_result, 0.0)
-        direct = all(t.device == dev and t.dtype == dt for t in targets)
-        symmetric_mode = symmetric
-    else:
-        direct = False
-        symmetric_mode = False  # matrix-free: full rows, nothing to mirror
-
-    # Elementwise block (in elements; at least one row) and its scratch buffers, bounded by
-    # the budget; what is left of the budget sizes the tile buffers when they are needed.
-    if dev.type == "cpu":
-        block = max(2 * _CPU_BLOCK, _CPU_BLOCK * torch.get_num_threads())
-    else:
-        block = _GPU_BLOCK
-    block = max(m, min(block, int(budget // (plan.n_scratch * item))))
-    if direct:
-        t = tile if tile is not None else (_SYM_TILE if symmetric_mode else _GEN_TILE)
-        t = min(t, n)
-    else:
-        per_row = n_out * m * item
-        t = max(1, min(n, int((budget - plan.n_scratch * block * item) // per_row)))
-        if tile is not None:
-            t = min(t, tile)
-    scratch_elems = min(block, t * m)
-    scratch = [torch.empty(scratch_elems, dtype=dt, device=dev) for _ in range(plan.n_scratch)]
-    bufs = [torch.empty((t, m), dtype=dt, device=dev) for _ in range(n_out)] if not direct else []
-
-    # Z is X: the diagonal gets the closed form at theta = 0 (exact, free of sqrt(eps) noise)
-    diag = plan.diag(sx) if symmetric else None
-
-    for a in range(0, n, t):
-        b = min(a + t, n)
-        rows = b - a
-        c0 = a if symmetric_mode else 0
-        ncols = m - c0
-        if direct:
-            dsts = [tg[a:b, c0:] for tg in targets]
-        else:
-            dsts = [buf[:rows, :ncols] for buf in bufs]
-        torch.matmul(Xt[a:b], Zt[c0:].T, out=dsts[plan.gemm_index])
-        szc = [s[c0:] for s in sz]
-        step = max(1, block // ncols)
-        for r0 in range(0, rows, step):
-            r1 = min(r0 + step, rows)
-            k = (r1 - r0) * ncols
-            scr = [s[:k].view(r1 - r0, ncols) for s in scratch]
-            plan.block([d[r0:r1] for d in dsts], [s[a + r0 : a + r1] for s in sx], szc, scr)
-        if diag is not None:
-            for i, d in enumerate(dsts):
-                d[:, a - c0 : b - c0].diagonal().copy_(diag[i][a:b])
-        if sink is not None:
-            sink(a, b, dsts)
-            continue
-        if symmetric_mode:
-            for d in dsts:
-                _mirror(d[:, :rows])
-        if not direct:
-            for tg, d in zip(targets, dsts):
-                tg[a:b, c0:].copy_(d)
-        if symmetric_mode and b < n:
-            for tg, d in zip(targets, dsts):
-                _mirror_strip(tg[b:, a:b], d[:, rows:])
-    return targets
-
-
-def _finish(targets, outs, x_np):
-    """Return the user's ``out`` objects where given, else tensors / arrays per input kind."""
-    res = []
-    for i, t in enumerate(targets):
-        o = None if outs is None else outs[i]
-        res.append(o if o is not None else to_output(t, x_np))
-    return res
-
-
-# --------------------------------------------------------------------------------------
 # Public functions
 # --------------------------------------------------------------------------------------
 
@@ -512,14 +289,14 @@ def _fc_plan(depth: Any, w_std: Any, b_std: Any, w_out: Any, d: int) -> _FCPlan:
 
 
 def two_layer_ntk(
-    X: Any,
-    Z: Any = None,
+    X: ArrayLike,
+    Z: ArrayLike | None = None,
     layers: str = "first",
     *,
     kappa: float = 1.0,
     tile: int | None = None,
     max_memory: float | None = None,
-    out: Any = None,
+    out: ArrayLike | None = None,
     dtype: Any = None,
     device: Any = None,
 ):
@@ -532,7 +309,7 @@ def two_layer_ntk(
 
     ``Z=None`` computes the symmetric ``H(X, X)`` (exactly symmetric).  ``tile``: rows per
     tile; ``max_memory``: bytes this call may allocate (result plus working set; the default
-    working-set budget is :data:`DEFAULT_MAX_MEMORY`).  If the result alone exceeds
+    working-set budget is :data:`ntkdr.memory.DEFAULT_MAX_MEMORY`).  If the result alone exceeds
     ``max_memory`` a ``ValueError`` says how large it is; pass ``out=`` (a preallocated
     tensor, array or ``np.memmap`` of shape (n, n')) to compute into it instead.
     ``dtype`` / ``device`` cast / move the inputs first.
@@ -546,8 +323,8 @@ def two_layer_ntk(
 
 
 def fc_relu_kernels(
-    X: Any,
-    Z: Any = None,
+    X: ArrayLike,
+    Z: ArrayLike | None = None,
     depth: int = 1,
     w_std: float = 2**0.5,
     b_std: float = 0.0,
@@ -564,7 +341,7 @@ def fc_relu_kernels(
     The network is neural-tangents'
     ``stax.serial(Dense(W_std=w_std, b_std=b_std), Relu(), [Dense(W_std=w_std, b_std=b_std),
     Relu()] * (depth - 1), Dense(W_std=w_out, b_std=b_std))`` in NTK parameterization
-    (``depth`` ReLU layers; input covariance ``x . z / d``); see SPEC section 2.
+    (``depth`` ReLU layers; input covariance ``x . z / d``).
 
     ``out`` is ``None`` or a pair ``(ntk_out, nngp_out)`` of preallocated tensors / arrays /
     ``np.memmap`` (either entry may be ``None``).  ``tile``, ``max_memory``, ``dtype``,
@@ -576,14 +353,19 @@ def fc_relu_kernels(
     if out is not None:
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             raise ValueError("out must be None or a pair (ntk_out, nngp_out)")
-        out = list(out)
-    targets = _run(plan, Xt, Zt, sym, out, tile, max_memory)
-    ntk, nngp = _finish(targets, out, x_np)
+    outs = None if out is None else list(out)
+    targets = _run(plan, Xt, Zt, sym, outs, tile, max_memory)
+    ntk, nngp = _finish(targets, outs, x_np)
     return ntk, nngp
 
 
 def two_layer_ntk_diag(
-    X: Any, layers: str = "first", *, kappa: float = 1.0, dtype: Any = None, device: Any = None
+    X: ArrayLike,
+    layers: str = "first",
+    *,
+    kappa: float = 1.0,
+    dtype: Any = None,
+    device: Any = None,
 ):
     """Diagonal of :func:`two_layer_ntk` ``(X, X)`` without forming the matrix."""
     plan = _two_layer_plan(layers, kappa)
@@ -594,7 +376,7 @@ def two_layer_ntk_diag(
 
 
 def fc_relu_kernels_diag(
-    X: Any,
+    X: ArrayLike,
     depth: int = 1,
     w_std: float = 2**0.5,
     b_std: float = 0.0,
@@ -610,138 +392,3 @@ def fc_relu_kernels_diag(
     plan.check(sx, sx, Xt.dtype)
     ntk, nngp = plan.diag(sx)
     return to_output(ntk, x_np), to_output(nngp, x_np)
-
-
-# --------------------------------------------------------------------------------------
-# Kernel object for matrix-free use
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class KernelOptions:
-    """How kernels are evaluated: rows per tile, memory budget (bytes), dtype, device."""
-
-    tile: int | None = None
-    max_memory: float | None = None
-    dtype: Any = None
-    device: Any = None
-
-
-@dataclass
-class NTK:
-    """An analytic NTK / NNGP as a kernel object (Falkon-style), for matrix-free solvers.
-
-    ``kind="two_layer"`` uses ``layers`` and ``kappa`` (:func:`two_layer_ntk`);
-    ``kind="fc"`` uses ``depth``, ``w_std``, ``b_std``, ``w_out`` (:func:`fc_relu_kernels`)
-    and ``output`` picks ``"ntk"`` or ``"nngp"``.  ``K(X, Z)`` is the matrix,
-    ``K.matvec(X, v, Z)`` is ``K(X, Z) @ v`` computed tile by tile without forming the
-    matrix, ``K.diag(X)`` the diagonal of ``K(X, X)``.
-    """
-
-    kind: str = "two_layer"
-    layers: str = "first"
-    kappa: float = 1.0
-    depth: int = 1
-    w_std: float = 2**0.5
-    b_std: float = 0.0
-    w_out: float = 1.0
-    output: str = "ntk"
-    options: KernelOptions = field(default_factory=KernelOptions)
-
-    def __post_init__(self) -> None:
-        self._plan(1)  # validate eagerly
-
-    def _plan(self, d: int):
-        check_choice(self.kind, "kind", ("two_layer", "fc"))
-        check_choice(self.output, "output", ("ntk", "nngp"))
-        _check_tile(self.options.tile)
-        _check_max_memory(self.options.max_memory)
-        if self.kind == "two_layer":
-            if self.output != "ntk":
-                raise ValueError("output='nngp' is only defined for kind='fc'")
-            return _two_layer_plan(self.layers, self.kappa)
-        return _fc_plan(self.depth, self.w_std, self.b_std, self.w_out, d)
-
-    @property
-    def _index(self) -> int:
-        return 1 if (self.kind == "fc" and self.output == "nngp") else 0
-
-    def __call__(self, X: Any, Z: Any = None, *, out: Any = None):
-        o = self.options
-        if self.kind == "two_layer":
-            return two_layer_ntk(
-                X,
-                Z,
-                self.layers,
-                kappa=self.kappa,
-                tile=o.tile,
-                max_memory=o.max_memory,
-                out=out,
-                dtype=o.dtype,
-                device=o.device,
-            )
-        outs = None if out is None else ((out, None) if self._index == 0 else (None, out))
-        res = fc_relu_kernels(
-            X,
-            Z,
-            self.depth,
-            self.w_std,
-            self.b_std,
-            self.w_out,
-            tile=o.tile,
-            max_memory=o.max_memory,
-            out=outs,
-            dtype=o.dtype,
-            device=o.device,
-        )
-        return res[self._index]
-
-    def diag(self, X: Any):
-        o = self.options
-        if self.kind == "two_layer":
-            return two_layer_ntk_diag(
-                X, self.layers, kappa=self.kappa, dtype=o.dtype, device=o.device
-            )
-        res = fc_relu_kernels_diag(
-            X, self.depth, self.w_std, self.b_std, self.w_out, dtype=o.dtype, device=o.device
-        )
-        return res[self._index]
-
-    def matvec(self, X: Any, v: Any, Z: Any = None):
-        """``K(X, Z) @ v`` for ``v`` of shape (n',) or (n', c), tile by tile (K never formed)."""
-        o = self.options
-        tile, max_memory = _check_tile(o.tile), _check_max_memory(o.max_memory)
-        Xt, Zt, sym, x_np = _prepare(X, Z, o.dtype, o.device)
-        plan = self._plan(Xt.shape[1])
-        vt = _as_vector(v, Zt.shape[0], "Z" if Z is not None else "X", Xt)
-        y = torch.empty((Xt.shape[0],) + tuple(vt.shape[1:]), dtype=Xt.dtype, device=Xt.device)
-        idx = 0 if plan.n_out == 1 else self._index
-
-        def sink(a: int, b: int, tiles: list[torch.Tensor]) -> None:
-            torch.matmul(tiles[idx], vt, out=y[a:b])
-
-        _run(plan, Xt, Zt, sym, None, tile, max_memory, sink=sink)
-        return to_output(y, x_np)
-
-
-def _as_vector(v: Any, n: int, rows_name: str, like: torch.Tensor) -> torch.Tensor:
-    """Validate the right-hand side of a kernel-vector product."""
-    if isinstance(v, torch.Tensor):
-        t = v
-    else:
-        arr = np.asarray(v)
-        if arr.dtype == object or not (
-            np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
-        ):
-            raise ValueError(f"v must be numeric, got dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
-    if t.is_complex():
-        raise ValueError("v must be real")
-    if t.ndim not in (1, 2):
-        raise ValueError(f"v must be 1-D (n,) or 2-D (n, c), got shape {tuple(t.shape)}")
-    if t.shape[0] != n:
-        raise ValueError(f"v has {t.shape[0]} rows but {rows_name} has {n}")
-    t = t.to(dtype=like.dtype, device=like.device)
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError("v contains NaN or Inf")
-    return t

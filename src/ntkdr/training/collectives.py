@@ -1,9 +1,10 @@
-"""Collectives of one data-parallel :func:`ntkdr.train.fit` (SPEC section 8).
+"""Collectives over the default process group: "do all ranks agree", "did any rank fail", and ``fit``'s :class:`_Comm`.
 
-:class:`_Comm` wraps the default ``torch.distributed`` process group for ``fit``: this rank's
+:func:`ranks_agree` and :func:`all_ranks_succeed` are the one copy of these two checks for
+training, the distributed CG solver and the out-of-core kernel files.  :class:`_Comm` wraps the default ``torch.distributed`` process group for ``fit``: this rank's
 shard of the rows, float64 all-reduced scalars, one-collective gradient sums, row gathers,
 the parameter broadcast guard, the same-data check and run-on-rank-0 calls whose errors reach
-every rank.  The process-group plumbing itself is :mod:`ntkdr.distributed`.
+every rank.  The process-group plumbing itself is :mod:`ntkdr.training.distributed`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,58 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import distributed as D
+from ntkdr.training import distributed as D
+
+__all__ = ["ranks_agree", "all_ranks_succeed", "flag_device"]
+
+
+def flag_device() -> torch.device:
+    """Where small control tensors live: the current CUDA device under NCCL, else the CPU."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def ranks_agree(values: torch.Tensor) -> bool:
+    """Whether every rank holds the same 1-D ``values`` (one all-reduced max of ``(v, -v)``).
+
+    Call on every rank, in distributed mode only.  Equal inputs compare equal bit for bit."""
+    v = values.reshape(-1)
+    both = torch.cat([v, -v])
+    torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)
+    k = v.numel()
+    return torch.equal(both[:k], -both[k:])
+
+
+def agree_on_ints(world_size: int, values: list[int], what: str) -> None:
+    """Raise ``RuntimeError`` unless every rank holds the same integers (no-op in one process)."""
+    if world_size == 1:
+        return
+    if not ranks_agree(torch.tensor(values, dtype=torch.int64, device=flag_device())):
+        raise RuntimeError(f"ranks disagree on {what}: {values} here")
+
+
+def all_ranks_succeed(world_size: int, fn: Callable[[], Any], what: str, who: str) -> Any:
+    """Run ``fn`` on this rank, then agree across ranks that every rank succeeded.
+
+    Every rank calls the same sequence of steps, so the collectives always pair up; a failure
+    anywhere raises on every rank (the failing one re-raises its own exception, the others a
+    ``RuntimeError`` saying that another rank failed while ``what``).
+    """
+    err: BaseException | None = None
+    res = None
+    try:
+        res = fn()
+    except BaseException as exc:
+        err = exc
+    if world_size > 1:
+        flag = torch.tensor([0 if err is None else 1], dtype=torch.int32, device=flag_device())
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if err is None and int(flag.item()):
+            raise RuntimeError(f"{who}: another rank failed while {what}")
+    if err is not None:
+        raise err
+    return res
 
 
 class _Comm:
@@ -73,9 +125,7 @@ class _Comm:
     def check_same(self, fingerprint: str) -> None:
         """Raise (on every rank) unless all ranks passed the same data (same ``fingerprint``)."""
         h = int(hashlib.sha256(fingerprint.encode()).hexdigest()[:15], 16)
-        t = torch.tensor([h, -h], dtype=torch.int64, device=self.device)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        if int(t[0]) != h or int(t[1]) != -h:
+        if not ranks_agree(torch.tensor([h], dtype=torch.int64, device=self.device)):
             raise ValueError(
                 "distributed fit: X / y differ between ranks; pass the same full training set on "
                 "every rank (fit shards it itself)"

@@ -1,17 +1,26 @@
-"""Command line: ``ntkdr run | certify | train | kernel | bench``.
+"""The argument parser of ``ntkdr run | certify | train | kernel | bench`` and its small value parsers.
 
-Bad input exits with code 2 and one line on stderr (no traceback); ``--verbose`` shows
-the traceback.  Heavy modules are imported inside the commands so ``ntkdr --help`` is fast.
+Each subcommand's ``func`` is its body in :mod:`ntkdr.cli.commands`; bad arguments raise
+:class:`UsageError` (one line, exit code 2) instead of argparse's usage block.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-import traceback
-from collections.abc import Sequence
+from collections.abc import Callable
 
-EXIT_BAD_INPUT = 2
+from ntkdr.memory import parse_bytes
+
+
+def _command(name: str) -> Callable[[argparse.Namespace], int]:
+    """The body of command ``name`` in :mod:`ntkdr.cli.commands`, imported when it runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        from ntkdr.cli import commands
+
+        return int(getattr(commands, f"{name}_command")(args) or 0)
+
+    return run
 
 
 class UsageError(ValueError):
@@ -134,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="small, fast version (seconds)")
     _add_common_args(p)
-    p.set_defaults(func=_cmd_run)
+    p.set_defaults(func=_command("run"))
 
     p = sub.add_parser(
         "certify",
@@ -162,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="sketch seeds per (kind, k) (default 3)")
     p.add_argument("--output", metavar="FILE.json", help="also write the evidence as JSON")
     _add_common_args(p)
-    p.set_defaults(func=_cmd_certify)
+    p.set_defaults(func=_command("certify"))
 
     p = sub.add_parser(
         "train",
@@ -200,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     _add_common_args(p)
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=_command("train"))
 
     p = sub.add_parser(
         "kernel",
@@ -228,125 +237,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --depth: which kernel (default ntk)",
     )
     p.add_argument("--tile", type=int, help="rows per tile")
-    p.add_argument("--max-memory", type=_bytes, help="working-set budget, e.g. 512MB or 2GB")
+    p.add_argument(
+        "--max-memory",
+        type=_bytes,
+        help="working-set budget, e.g. 512MB, 2GB (10^9 bytes) or 2GiB (2^31 bytes)",
+    )
     p.add_argument(
         "--out", required=True, metavar="FILE.npy", help="output .npy file (written atomically)"
     )
     _add_common_args(p)
-    p.set_defaults(func=_cmd_kernel)
+    p.set_defaults(func=_command("kernel"))
 
-    # `ntkdr bench ...` forwards its arguments to the benchmark runner (ntkdr.bench.main).
+    # `ntkdr bench ...` forwards its arguments to the benchmark runner (ntkdr.cli.bench.main).
     sub.add_parser(
         "bench",
-        help="performance benchmarks of SPEC section 6 (see `ntkdr bench --help`)",
+        help="performance benchmarks (see `ntkdr bench --help`)",
         add_help=False,
     )
     return parser
 
 
-def _bytes(text: str) -> int:
-    units = {
-        "": 1,
-        "B": 1,
-        "KB": 2**10,
-        "K": 2**10,
-        "MB": 2**20,
-        "M": 2**20,
-        "GB": 2**30,
-        "G": 2**30,
-    }
-    t = text.strip().upper()
-    num = t.rstrip("KMGB")
+def _bytes(text: str) -> float:
     try:
-        value = float(num) * units[t[len(num) :]]
-    except (ValueError, KeyError):
-        raise argparse.ArgumentTypeError(
-            f"expected a size such as 512MB or 2GB, got {text!r}"
-        ) from None
-    if not value < float(2**63) or value <= 0:  # also rejects inf / nan
-        raise argparse.ArgumentTypeError(f"size must be > 0 and finite, got {text!r}")
-    return int(value)
+        return parse_bytes(text, "size")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _version() -> str:
     from ntkdr import __version__
 
     return f"ntkdr {__version__}"
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from ntkdr.experiment import RunConfig, run_experiment
-    from ntkdr.report import make_output_dir, print_summary, write_report
-
-    cfg = RunConfig.from_args(args)
-    make_output_dir(args.output)  # fail before the work, not after it
-    report = run_experiment(cfg)
-    paths = write_report(report, args.output)
-    if not args.quiet:
-        print_summary(report, paths)
-    return 0
-
-
-def _cmd_certify(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    from ntkdr.experiment import RunConfig, run_experiment
-    from ntkdr.report import _clean, make_output_dir, print_summary, write_text
-
-    args.train = False
-    cfg = RunConfig.from_args(args)
-    if args.output:  # fail before the work, not after it
-        make_output_dir(Path(args.output).parent)
-    report = run_experiment(cfg)
-    if args.output:
-        write_text(args.output, json.dumps(_clean(report), indent=1) + "\n")
-    if not args.quiet:
-        print_summary(report, {"markdown": args.output or "(not written)"})
-    return 0
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from ntkdr.jobs import train_command
-
-    train_command(args)
-    return 0
-
-
-def _cmd_kernel(args: argparse.Namespace) -> int:
-    from ntkdr.jobs import kernel_command
-
-    kernel_command(args)
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
-    verbose = "--verbose" in argv
-    try:
-        if argv[:1] == ["bench"]:
-            from ntkdr.bench import main as bench_main
-
-            return int(bench_main(argv[1:]) or 0)
-        args = parser.parse_args(argv)
-        if args.command is None:
-            raise UsageError(
-                "a command is required (run, certify, train, kernel, bench); see ntkdr --help"
-            )
-        return int(args.func(args) or 0)
-    except (
-        ValueError,
-        FileNotFoundError,
-        PermissionError,
-        IsADirectoryError,
-        NotADirectoryError,
-    ) as exc:
-        if verbose:
-            traceback.print_exc()
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"ntkdr: error: {msg}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("ntkdr: interrupted", file=sys.stderr)
-        return 130

@@ -1,11 +1,9 @@
-"""Data sets: the built-in and synthetic data sets and the arrays -> :class:`Dataset` pipeline
-(SPEC sections 4, 5, 7).
+"""Data sets: the built-in and synthetic data sets and the arrays -> :class:`Dataset` pipeline.
 
 This module holds :class:`Dataset`, :func:`load_dataset`, :func:`make_dataset` and
-:func:`dataset_from_file`.  The pieces they use live in their own modules and are re-exported
-here (``ntkdr.data.load_file`` etc. keep working): array preprocessing and splits in
-:mod:`ntkdr.preprocessing`, the synthetic generators and teacher labels in
-:mod:`ntkdr.synthetic`, the file loaders in :mod:`ntkdr.datafiles`.
+:func:`dataset_from_file`; the pieces they use are re-exported here: preprocessing and splits
+(:mod:`ntkdr.data.preprocessing`), synthetic generators and teacher labels
+(:mod:`ntkdr.data.synthetic`), file loaders (:mod:`ntkdr.data.files`).
 
 Numpy-first: every function returns numpy arrays (torch tensors are accepted as input).  Every
 problem with the input raises ``ValueError`` naming it; file problems name the path (a missing,
@@ -69,12 +67,10 @@ from typing import Any
 import numpy as np
 import torch
 
-# Preprocessing, synthetic generators and file loaders live in their own modules; their
-# public names are re-exported here so that ``ntkdr.data.<name>`` keeps working.
-from ntkdr.datafiles import load_file, load_idx, load_labels, load_xy
-from ntkdr.preprocessing import (
+# re-exported so that ``ntkdr.data.<name>`` keeps working
+from ntkdr.data.files import load_file, load_idx, load_labels, load_xy
+from ntkdr.data.preprocessing import (
     _DEFAULT_TEST_FRACTION,
-    _as_np_labels,
     _as_np_matrix,
     _binary_mask,
     _label_key,
@@ -89,8 +85,22 @@ from ntkdr.preprocessing import (
     standardize,
     train_test_split,
 )
-from ntkdr.synthetic import _teacher_seed, make_gaussian, make_lowrank, make_sphere, teacher_labels
-from ntkdr.validation import check_choice, check_int, check_n_match, check_nonzero_rows
+from ntkdr.data.synthetic import (
+    _teacher_seed,
+    make_gaussian,
+    make_lowrank,
+    make_sphere,
+    teacher_labels,
+)
+from ntkdr.validation import (
+    ArrayLike,
+    check_choice,
+    check_int,
+    check_n_match,
+    check_nonzero_rows,
+    class_labels,
+    label_array,
+)
 
 __all__ = [
     "DATASETS",
@@ -180,8 +190,8 @@ class Dataset:
 # the pipeline: arrays -> Dataset
 # --------------------------------------------------------------------------------------------
 def make_dataset(
-    X: Any,
-    y: Any,
+    X: ArrayLike,
+    y: ArrayLike,
     *,
     name: str = "data",
     task: str | None = None,
@@ -205,7 +215,7 @@ def make_dataset(
     columns with training statistics; ``normalize`` then scales rows to unit norm.
     """
     A = _as_np_matrix(X, "X", np.float64)
-    yy = _as_np_labels(y, "y")
+    yy = label_array(y, "y")
     check_n_match(A.shape[0], yy.shape[0], "X", "y")
     if normalize and not standardize_features:
         # Checked here, before any selection or shuffling, so the indices are the user's rows.
@@ -233,10 +243,7 @@ def make_dataset(
         A, strat = A[mask], yy[mask]
         label_map = {"+1": cls[0], "-1": cls[1]}
     elif task == "multiclass":
-        if yy.ndim != 1:
-            raise ValueError(
-                f"y must be 1-D class labels for a multiclass task, got shape {yy.shape}"
-            )
+        yy = class_labels(yy, "y", task="multiclass")
         if classes is None:
             cls_arr = np.unique(yy)
         else:

@@ -1,4 +1,4 @@
-"""Step-size rules of :func:`ntkdr.train.fit` and the empirical NTK of the model being trained.
+"""Step-size rules of :func:`ntkdr.training.fit` and the empirical NTK of the model being trained.
 
 ``lr=None`` is ``1 / lambda_max(Theta_0)`` (Adam: torch's ``1e-3``), ``lr="theory"`` is Du et
 al. (2019) Thm 4.1's ``lambda_0 / n^2``, a number is used as given; :data:`LR_RULES` names
@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .gradients import _is_two_layer, _sketch_trained
-from .validation import check_real
+from ntkdr.training.gradients import _is_two_layer, _sketch_trained
+from ntkdr.validation import check_real
 
 __all__ = ["LR_RULES", "ADAM_DEFAULT_LR"]
 
@@ -58,12 +58,12 @@ def _empirical_kernel(model: nn.Module, X: torch.Tensor, F: torch.Tensor | None)
     Multi-output TwoLayerReLU with a fixed sketch: the per-output block (see
     :func:`_two_layer_block_ntk`).  Other multi-output modules: the full ``(n c, n c)`` kernel.
     """
-    from .empirical import ntk
+    from ntkdr.nets.empirical import empirical_ntk
 
     with torch.no_grad():
         if _is_two_layer(model) and model.out_dim > 1 and not _sketch_trained(model):
             return _two_layer_block_ntk(model, F if F is not None else model.features(X))
-        K = ntk(model, X)
+        K = empirical_ntk(model, X)
     K = torch.as_tensor(K)
     if K.ndim == 4:  # (n, n, c, c) -> (n c, n c)
         n, _, c, _ = K.shape
@@ -77,7 +77,7 @@ def _resolve_lr(lr, optimizer, model, X, F, n):
         if optimizer == "adam":
             return ADAM_DEFAULT_LR, "adam", None
         K0 = _empirical_kernel(model, X, F)
-        from .theory import lambda_max
+        from ntkdr.theory import lambda_max
 
         lmax = lambda_max(K0)
         if not lmax > 0:
@@ -92,8 +92,8 @@ def _resolve_lr(lr, optimizer, model, X, F, n):
             raise ValueError(
                 f"lr='theory' (lambda_0/n^2) is defined for TwoLayerReLU only, got {type(model).__name__}"
             )
-        from .kernels import two_layer_ntk
-        from .theory import lambda_min
+        from ntkdr.kernels import two_layer_ntk
+        from ntkdr.theory import lambda_min
 
         with torch.no_grad():
             Fi = F if F is not None else model.features(X)

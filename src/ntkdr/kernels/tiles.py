@@ -1,4 +1,4 @@
-"""Resumable, optionally distributed, out-of-core kernel matrices (SPEC sections 7 and 8).
+"""Resumable, optionally distributed, out-of-core kernel matrices: :func:`compute_kernel_to_file`.
 
 :func:`compute_kernel_to_file` writes ``K(X, X)`` (or ``K(X, Z)``) to a ``.npy`` file tile by
 tile, so the matrix never has to fit in memory, an interrupted run resumes where it stopped,
@@ -44,17 +44,13 @@ of a status flag, which works on gloo and NCCL).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
-import json
 import logging
 import os
-import re
-import shutil
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -62,92 +58,34 @@ from typing import Any
 import numpy as np
 import torch
 
-from .kernels import DEFAULT_MAX_MEMORY, NTK
-from .validation import as_matrix, check_int, check_real, check_same_d
-
-try:  # advisory lock against two concurrent runs on one output (POSIX only)
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+from ntkdr.io import fsync_dir, make_output_dir
+from ntkdr.kernels.engine import mirror_upper_, scratch_bytes
+from ntkdr.kernels.operator import AnalyticNTK
+from ntkdr.kernels.tilefiles import (
+    FORMAT,
+    VERSION,
+    ResumeWarning,
+    _bits_to_hex,
+    _load_plan,
+    _lock,
+    _paths,
+    _setup,
+    _unlock,
+    _write_record,
+    partial_paths,
+)
+from ntkdr.memory import check_max_memory, working_budget
+from ntkdr.training.collectives import agree_on_ints, all_ranks_succeed
+from ntkdr.validation import ArrayLike, as_matrix, check_int, check_same_d
 
 __all__ = ["ResumeWarning", "compute_kernel_to_file", "partial_paths", "choose_tile_rows"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "ntkdr-kernel-tiles"
-VERSION = 1
 # Default tiling when tile_rows is not given: about 32 tiles (fine-grained enough to resume
 # and to spread over ranks) but never fewer than 128 rows, so each GEMM stays efficient.
 _TARGET_TILES = 32
 _MIN_DEFAULT_ROWS = 128
-# Elementwise scratch of the analytic kernels (see kernels._run): two blocks of this many
-# elements per CPU thread, or a whole row if longer.
-_SCRATCH_ELEMS = 1 << 16
-_MIRROR_BLOCK = 256
-
-
-class ResumeWarning(UserWarning):
-    """A partial result could not be resumed (inputs, kernel or tiling changed); starting over."""
-
-
-@dataclass(frozen=True)
-class _Paths:
-    out: Path
-    partial: Path
-    lock: Path
-
-    def record(self, rank: int, world_size: int) -> Path:
-        name = (
-            f"{self.out.name}.partial.json"
-            if world_size == 1
-            else f"{self.out.name}.partial.rank{rank}.json"
-        )
-        return self.out.with_name(name)
-
-    def records(self, with_tmp: bool = False) -> list[Path]:
-        """Every record file of this output (any rank, any earlier world size)."""
-        pat = re.compile(
-            re.escape(self.out.name)
-            + r"\.partial(\.rank\d+)?\.json"
-            + (r"(\.tmp)?" if with_tmp else "")
-            + "$"
-        )
-        try:
-            names = os.listdir(self.out.parent)
-        except OSError:
-            return []
-        return sorted(self.out.parent / f for f in names if pat.match(f))
-
-
-def partial_paths(out_path: str | os.PathLike) -> dict[str, Path]:
-    """Where :func:`compute_kernel_to_file` keeps its work for ``out_path`` while it runs."""
-    p = _paths(out_path)
-    return {"partial": p.partial, "record": p.record(0, 1), "lock": p.lock}
-
-
-def _paths(out_path: Any) -> _Paths:
-    if not isinstance(out_path, (str, os.PathLike)):
-        raise ValueError(f"out_path must be a path to a .npy file, got {type(out_path).__name__}")
-    out = Path(out_path)
-    if out.suffix != ".npy" or out.name == ".npy":
-        raise ValueError(f"out_path must be a .npy file, got {str(out)!r}")
-    out = out.absolute()
-    if out.is_dir():
-        raise ValueError(f"out_path {str(out)!r} is a directory")
-    return _Paths(
-        out, out.with_name(out.name + ".partial.npy"), out.with_name(out.name + ".partial.lock")
-    )
-
-
-def _make_dir(d: Path) -> None:
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(
-            f"cannot create output directory {str(d)!r}: {exc.strerror or exc}"
-        ) from None
-    if not os.access(d, os.W_OK | os.X_OK):
-        raise ValueError(f"output directory {str(d)!r} is not writable")
 
 
 # --------------------------------------------------------------------------------------
@@ -159,7 +97,7 @@ def _callable_identity(fn: Any) -> str:
     if isinstance(fn, partial):
         kw = ", ".join(f"{k}={v!r}" for k, v in sorted(fn.keywords.items()))
         return f"partial({_callable_identity(fn.func)}, args={fn.args!r}, {kw})"
-    if isinstance(fn, NTK):
+    if isinstance(fn, AnalyticNTK):
         return repr(fn)  # dataclass repr: every parameter, options included
     mod = getattr(fn, "__module__", None) or type(fn).__module__
     qual = getattr(fn, "__qualname__", None)
@@ -172,7 +110,7 @@ def _callable_identity(fn: Any) -> str:
 
 def _resolve_kernel(kernel: Any, kernel_id: Any) -> tuple[Callable, str]:
     if kernel is None:
-        kernel = NTK()
+        kernel = AnalyticNTK()
     if not callable(kernel):
         raise ValueError(
             f"kernel must be an ntkdr.kernels.NTK or a callable (Xa, Xb) -> matrix, got {type(kernel).__name__}"
@@ -184,7 +122,7 @@ def _resolve_kernel(kernel: Any, kernel_id: Any) -> tuple[Callable, str]:
 
 def _sha256(t: torch.Tensor) -> str:
     arr = t.detach().cpu().contiguous().numpy()
-    return hashlib.sha256(memoryview(arr).cast("B")).hexdigest()
+    return hashlib.sha256(arr.data.cast("B")).hexdigest()
 
 
 # --------------------------------------------------------------------------------------
@@ -199,16 +137,15 @@ def _row_bytes(m: int, item: int) -> int:
 
 
 def _fixed_bytes(m: int, item: int) -> int:
-    # the analytic kernels' two elementwise scratch blocks
-    threads = max(2, torch.get_num_threads())
-    return 2 * max(m, _SCRATCH_ELEMS * threads) * item
+    # the analytic kernels' elementwise scratch, as the kernel engine sizes it
+    return scratch_bytes(m, item)
 
 
 def choose_tile_rows(n: int, m: int, itemsize: int, max_memory: float | None = None) -> int:
     """Rows per tile for an ``n x m`` result with ``itemsize``-byte entries.
 
     The largest tile that fits ``max_memory`` (bytes; default
-    :data:`ntkdr.kernels.DEFAULT_MAX_MEMORY`), capped at about ``n / 32`` rows (at least 128)
+    :data:`ntkdr.memory.DEFAULT_MAX_MEMORY`), capped at about ``n / 32`` rows (at least 128)
     so that an interrupted run loses little work and ranks share tiles evenly.
     """
     n = check_int(n, "n", min_value=1)
@@ -218,7 +155,7 @@ def choose_tile_rows(n: int, m: int, itemsize: int, max_memory: float | None = N
 
 
 def _rows_that_fit(m: int, item: int, max_memory: float | None) -> int:
-    budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
+    budget = working_budget(max_memory)
     need_one = _fixed_bytes(m, item) + _row_bytes(m, item)
     if budget < need_one:
         raise ValueError(
@@ -234,47 +171,13 @@ def _rows_that_fit(m: int, item: int, max_memory: float | None) -> int:
 # --------------------------------------------------------------------------------------
 
 
-def _bits_to_hex(done: np.ndarray) -> str:
-    return np.packbits(done.astype(np.uint8)).tobytes().hex()
-
-
-def _hex_to_bits(text: str, n_tiles: int) -> np.ndarray:
-    raw = np.frombuffer(bytes.fromhex(text), dtype=np.uint8)
-    bits = np.unpackbits(raw)
-    if bits.size < n_tiles or bits[n_tiles:].any():
-        raise ValueError("bitmap length does not match n_tiles")
-    return bits[:n_tiles].astype(bool)
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _read_record(path: Path) -> dict:
-    """Parse a record; raise ValueError saying what is wrong with it."""
-    try:
-        rec = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"record {path.name} is unreadable ({exc})") from None
-    try:
-        if rec.get("format") != FORMAT or rec.get("version") != VERSION:
-            raise ValueError("unknown format or version")
-        rec["tile_rows"] = int(rec["tile_rows"])
-        rec["done_bits"] = _hex_to_bits(rec["done"], int(rec["n_tiles"]))
-        rec["inputs"] = dict(rec["inputs"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ValueError(f"record {path.name} is malformed ({exc})") from None
-    return rec
-
-
 # --------------------------------------------------------------------------------------
 # Distributed helpers (no-ops in one process)
 # --------------------------------------------------------------------------------------
+
+
+def _step(world_size: int, fn: Callable[[], Any], what: str) -> Any:
+    return all_ranks_succeed(world_size, fn, what, "compute_kernel_to_file")
 
 
 def _dist_context(rank: Any, world_size: Any) -> tuple[int, int]:
@@ -300,204 +203,14 @@ def _dist_context(rank: Any, world_size: Any) -> tuple[int, int]:
     return 0, 1
 
 
-def _flag_device() -> torch.device:
-    import torch.distributed as dist
-
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def _step(world_size: int, fn: Callable[[], Any], what: str) -> Any:
-    """Run ``fn`` on this rank, then agree across ranks that every rank succeeded.
-
-    Every rank calls the same sequence of steps, so the collectives always pair up; a
-    failure anywhere raises on every rank (the failing one re-raises its own exception).
-    """
-    err: BaseException | None = None
-    res = None
-    try:
-        res = fn()
-    except BaseException as exc:
-        err = exc
-    if world_size > 1:
-        import torch.distributed as dist
-
-        flag = torch.tensor([0 if err is None else 1], dtype=torch.int32, device=_flag_device())
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if err is None and int(flag.item()):
-            raise RuntimeError(f"compute_kernel_to_file: another rank failed while {what}")
-    if err is not None:
-        raise err
-    return res
-
-
-def _agree(world_size: int, values: list[int], what: str) -> None:
-    """Check that every rank holds the same integers (MIN == MAX)."""
-    if world_size == 1:
-        return
-    import torch.distributed as dist
-
-    t = torch.tensor(values + [-v for v in values], dtype=torch.int64, device=_flag_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    k = len(values)
-    if not torch.equal(t[:k], -t[k:]):
-        raise RuntimeError(f"ranks disagree on {what}: {values} here")
-
-
 # --------------------------------------------------------------------------------------
 # Setup (rank 0): resume or start over
 # --------------------------------------------------------------------------------------
 
 
-def _lock(paths: _Paths) -> int | None:
-    if fcntl is None:
-        return None
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise ValueError(
-            f"another process is computing {str(paths.out)!r} (lock {paths.lock.name} is held)"
-        ) from None
-    return fd
-
-
-def _unlock(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)  # closing the descriptor releases the flock
-
-
-def _resume_problem(
-    paths: _Paths, inputs: dict, tile_rows: int | None, fit_rows: int, shape, np_dtype
-) -> str | None:
-    """Why the existing partial result cannot be resumed (None: it can)."""
-    records = paths.records()
-    parsed = []
-    for p in records:
-        try:
-            parsed.append(_read_record(p))
-        except ValueError as exc:
-            return str(exc)
-    for rec in parsed:
-        for key, now in inputs.items():
-            if rec["inputs"].get(key) != now:
-                then = rec["inputs"].get(key)
-                if key in ("x_sha256", "z_sha256"):  # short hashes are enough to tell them apart
-                    then, now = (None if v is None else str(v)[:12] for v in (then, now))
-                label = {
-                    "x_sha256": "the data in X (SHA-256)",
-                    "z_sha256": "the data in Z (SHA-256)",
-                }.get(key, key)
-                return f"{label} differs from the interrupted run ({then!r} then, {now!r} now)"
-    rows = {rec["tile_rows"] for rec in parsed}
-    if len(rows) > 1:
-        return f"records disagree on tile_rows ({sorted(rows)})"
-    (old,) = rows
-    if tile_rows is not None and tile_rows != old:
-        return f"tile_rows differs from the interrupted run ({old} then, {tile_rows} now)"
-    if tile_rows is None and old > fit_rows:
-        return f"the interrupted run's tile_rows = {old} does not fit max_memory ({fit_rows} rows would)"
-    if not paths.partial.exists():
-        return f"{paths.partial.name} is missing"
-    try:
-        mm = np.lib.format.open_memmap(paths.partial, mode="r")
-    except (OSError, ValueError) as exc:
-        return f"{paths.partial.name} is unreadable ({exc})"
-    ok = (
-        mm.shape == tuple(shape)
-        and mm.dtype == np_dtype
-        and not mm.dtype.hasobject
-        and mm.flags.c_contiguous
-    )
-    del mm
-    if not ok:
-        return f"{paths.partial.name} has the wrong shape or dtype"
-    return None
-
-
-def _create_partial(paths: _Paths, shape: tuple[int, int], np_dtype: np.dtype) -> None:
-    nbytes = shape[0] * shape[1] * np_dtype.itemsize
-    free = shutil.disk_usage(paths.out.parent).free
-    if paths.partial.exists():
-        free += paths.partial.stat().st_size
-    if nbytes > free:
-        raise ValueError(
-            f"the {shape[0]} x {shape[1]} {np_dtype.name} kernel needs {nbytes / 2**30:.3g} GiB on disk "
-            f"but only {free / 2**30:.3g} GiB is free in {str(paths.out.parent)!r}"
-        )
-    mm = np.lib.format.open_memmap(paths.partial, mode="w+", dtype=np_dtype, shape=shape)
-    mm.flush()
-    del mm
-    # Reserve the blocks now: writing through a mapping into a sparse file on a full disk
-    # kills the process with SIGBUS instead of raising.
-    if hasattr(os, "posix_fallocate"):
-        fd = os.open(paths.partial, os.O_RDWR)
-        try:
-            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
-        except OSError as exc:
-            if exc.errno == 28:  # ENOSPC
-                raise ValueError(
-                    f"not enough disk space for {paths.partial}: {exc.strerror}"
-                ) from None
-            # EOPNOTSUPP / EINVAL: the file system cannot preallocate; the free-space check stands
-        finally:
-            os.close(fd)
-
-
-def _setup(
-    paths: _Paths, inputs: dict, tile_rows: int | None, fit_rows: int, shape, np_dtype
-) -> None:
-    """Rank 0: keep a resumable partial result, or remove the old work and create a fresh file."""
-    problem = None
-    if paths.records():
-        problem = _resume_problem(paths, inputs, tile_rows, fit_rows, shape, np_dtype)
-        if problem is None:
-            return
-        warnings.warn(
-            f"not resuming {paths.partial}: {problem}; starting over", ResumeWarning, stacklevel=5
-        )
-    # Records go first: a crash between the two steps then leaves no record that could vouch
-    # for tiles of the new file.
-    for p in paths.records(with_tmp=True):
-        p.unlink()
-    _create_partial(paths, shape, np_dtype)
-
-
-def _load_plan(paths: _Paths, default_rows: int, n: int) -> tuple[int, np.ndarray]:
-    """(tile_rows, finished tiles) from the records rank 0 kept (union over all of them)."""
-    recs = [_read_record(p) for p in paths.records()]
-    t = recs[0]["tile_rows"] if recs else default_rows
-    n_tiles = -(-n // t)
-    done = np.zeros(n_tiles, dtype=bool)
-    for rec in recs:
-        if rec["tile_rows"] != t or rec["done_bits"].size != n_tiles:
-            raise RuntimeError(
-                f"record {rec.get('rank')} does not match the tiling (internal error)"
-            )
-        done |= rec["done_bits"]
-    return t, done
-
-
 # --------------------------------------------------------------------------------------
 # Tiles
 # --------------------------------------------------------------------------------------
-
-
-def _symmetrize_(D: torch.Tensor) -> None:
-    """Copy the upper triangle of the square ``D`` onto its lower triangle, in blocks."""
-    t = D.shape[0]
-    s = min(_MIRROR_BLOCK, t)
-    r = torch.arange(s, device=D.device)
-    below = r[:, None] > r[None, :]
-    for i in range(0, t, s):
-        i1 = min(i + s, t)
-        k = i1 - i
-        blk = D[i:i1, i:i1]
-        blk.copy_(torch.where(below[:k, :k], blk.T, blk))
-        if i1 < t:
-            D[i1:, i:i1].copy_(D[i:i1, i1:].T)
 
 
 def _as_tile(res: Any, shape: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
@@ -518,7 +231,7 @@ def _compute_tile(kernel, Xt, Zt, symmetric: bool, a: int, b: int, mm: np.ndarra
     # Passing the same tensor twice lets the analytic kernels take their symmetric path; the
     # copy is ours to mirror in place (the kernel may hand back memory it keeps, e.g. a view).
     D = _as_tile(kernel(Xa, Xa), (rows, rows), dtype).clone(memory_format=torch.contiguous_format)
-    _symmetrize_(D)
+    mirror_upper_(D)
     mm[a:b, a:b] = D.numpy()
     if b < n:
         R = _as_tile(kernel(Xa, Xt[b:]), (rows, n - b), dtype).numpy()
@@ -532,11 +245,11 @@ def _compute_tile(kernel, Xt, Zt, symmetric: bool, a: int, b: int, mm: np.ndarra
 
 
 def compute_kernel_to_file(
-    X: Any,
+    X: ArrayLike,
     out_path: str | os.PathLike,
     kernel: Any = None,
     *,
-    Z: Any = None,
+    Z: ArrayLike | None = None,
     tile_rows: int | None = None,
     max_memory: float | None = None,
     dtype: Any = None,
@@ -553,7 +266,7 @@ def compute_kernel_to_file(
     X, Z : arrays or tensors (n, d) and (n', d); validated (finite, 2-D, non-empty) and cast to
         ``dtype`` (default: X's float dtype, integer -> float32; Z follows X) on ``device``
         (default: X's device).  The output file has this dtype.
-    kernel : an :class:`ntkdr.kernels.NTK` (default ``NTK()``, the two-layer H1) or any
+    kernel : an :class:`ntkdr.kernels.NTK` (default ``AnalyticNTK()``, the two-layer H1) or any
         callable ``kernel(Xa, Xb)`` returning a tensor / array of shape (len(Xa), len(Xb)).
         It receives tensors of the validated dtype and device.  With ``Z=None`` the kernel is
         taken to be symmetric: only the upper triangle is evaluated and mirrored.
@@ -575,19 +288,26 @@ def compute_kernel_to_file(
     paths = _paths(out_path)
     if tile_rows is not None:
         tile_rows = check_int(tile_rows, "tile_rows", min_value=1)
-    if max_memory is not None:
-        max_memory = check_real(max_memory, "max_memory", positive=True)
+    max_memory = check_max_memory(max_memory)
+    if (
+        isinstance(kernel, AnalyticNTK)
+        and max_memory is not None
+        and kernel.options.max_memory is None
+    ):
+        # the kernel object budgets its own scratch and tile from the same number
+        opts = dataclasses.replace(kernel.options, max_memory=max_memory)
+        kernel = dataclasses.replace(kernel, options=opts)
     if not isinstance(progress, bool):
         raise ValueError(f"progress must be True or False, got {progress!r}")
     Xt, _ = as_matrix(X, "X", dtype=dtype, device=device)
     symmetric = Z is None or Z is X
-    if symmetric:
+    if Z is None or symmetric:
         Zt = Xt
     else:
         Zt, _ = as_matrix(Z, "Z", dtype=Xt.dtype, device=Xt.device)
         check_same_d(Xt, Zt)
     r, W = _dist_context(rank, world_size)
-    _make_dir(paths.out.parent)
+    make_output_dir(paths.out.parent)
 
     n, m = Xt.shape[0], Zt.shape[0]
     tdtype = Xt.dtype
@@ -620,7 +340,7 @@ def compute_kernel_to_file(
         _step(W, setup, "preparing the partial file")
         t, done = _step(W, lambda: _load_plan(paths, default_rows, n), "reading the records")
         n_tiles = done.size
-        _agree(W, [t, n_tiles, int(done.sum())], "the tiling and the finished tiles")
+        agree_on_ints(W, [t, n_tiles, int(done.sum())], "the tiling and the finished tiles")
         remaining = np.flatnonzero(~done).tolist()
         mine = remaining[r::W]
         if done.any() and r == 0:
@@ -644,7 +364,7 @@ def compute_kernel_to_file(
                         f"tiles {missing} are not marked finished; rerun to complete them"
                     )
                 os.replace(paths.partial, paths.out)
-                _fsync_dir(paths.out.parent)
+                fsync_dir(paths.out.parent)
                 for p in paths.records(with_tmp=True):
                     p.unlink()
 
@@ -664,7 +384,7 @@ def _compute_tiles(
     done = done.copy()  # this rank's record: the finished tiles it started from plus its own
     record = paths.record(r, W)
     mm = np.lib.format.open_memmap(paths.partial, mode="r+")
-    bar = nullcontext()
+    bar: Any = nullcontext()
     if progress and r == 0:
         from tqdm.auto import tqdm
 
@@ -676,7 +396,7 @@ def _compute_tiles(
                 _compute_tile(kernel, Xt, Zt, symmetric, a, b, mm, tdtype)
                 mm.flush()  # the values are on disk before the record says so
                 done[i] = True
-                _write_json_atomic(
+                _write_record(
                     record,
                     {
                         "format": FORMAT,
@@ -696,15 +416,3 @@ def _compute_tiles(
     finally:
         mm.flush()
         del mm
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):  # some file systems cannot fsync a directory
-            os.fsync(fd)
-    finally:
-        os.close(fd)

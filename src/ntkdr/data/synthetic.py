@@ -1,4 +1,4 @@
-"""Synthetic inputs and teacher labels (SPEC section 4): points on the unit sphere, Gaussian
+"""Synthetic inputs and teacher labels: points on the unit sphere, Gaussian
 points, low-rank-plus-noise points, and labels from a random two-layer ReLU teacher network.
 
 All generators are seeded (same seed -> identical arrays) and return float64 numpy arrays
@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from ntkdr.preprocessing import _as_np_matrix, _np_dtype
-from ntkdr.validation import check_int, check_real
+from ntkdr.data.preprocessing import _as_np_matrix, _np_dtype
+from ntkdr.validation import ArrayLike, check_int, check_real
 
 __all__ = ["teacher_labels", "make_sphere", "make_gaussian", "make_lowrank"]
 
 
 def teacher_labels(
-    X: Any, width: int = 100, seed: int = 0, *, binary: bool = True, dtype: Any = None
+    X: ArrayLike, width: int = 100, seed: int = 0, *, binary: bool = True, dtype: Any = None
 ) -> np.ndarray:
     """Labels from a random two-layer ReLU teacher ``f(x) = a^T relu(W x) / sqrt(width)``.
 

@@ -1,4 +1,4 @@
-"""Bodies of the ``ntkdr train`` and ``ntkdr kernel`` commands (argument parsing lives in cli.py)."""
+"""Bodies of the ``ntkdr run``, ``certify``, ``train`` and ``kernel`` commands (the parser is :mod:`ntkdr.cli.parser`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ntkdr import experiment
 from ntkdr import validation as V
-from ntkdr.experiment import load_task
-from ntkdr.report import _clean, atomic_path, make_output_dir, write_text
+from ntkdr.cli.output import print_summary
+from ntkdr.cli.presets import run_config
+from ntkdr.cli.report import json_clean, write_report
+from ntkdr.io import atomic_path, make_output_dir, write_text_atomic
 
 
 def _sketch_from_args(args: argparse.Namespace, d: int, X: np.ndarray):
@@ -39,16 +42,39 @@ def _parse_lr(text: str | None):
         ) from None
 
 
+def run_command(args: argparse.Namespace) -> None:
+    """The main job: dense vs factorized networks, the report files and the summary table."""
+    cfg = run_config(args)
+    make_output_dir(args.output)  # fail before the work, not after it
+    report = experiment.run_experiment(cfg)
+    paths = write_report(report, args.output)
+    if not args.quiet:
+        print_summary(report, paths)
+
+
+def certify_command(args: argparse.Namespace) -> None:
+    """The main job without training: the guarantees and a recommended k, as JSON."""
+    args.train = False
+    cfg = run_config(args)
+    if args.output:  # fail before the work, not after it
+        make_output_dir(Path(args.output).parent)
+    report = experiment.run_experiment(cfg)
+    if args.output:
+        write_text_atomic(args.output, json.dumps(json_clean(report), indent=1) + "\n")
+    if not args.quiet:
+        print_summary(report, {"markdown": args.output or "(not written)"})
+
+
 def train_command(args: argparse.Namespace) -> None:
     """Train one network; writes model.pt, history.json (atomically) and checkpoints to --out.
 
     Under ``torchrun`` (RANK / WORLD_SIZE set) the process group is initialised here (gloo on
-    CPU, NCCL on CUDA) and training is data parallel (:mod:`ntkdr.distributed`); only rank 0
+    CPU, NCCL on CUDA) and training is data parallel (:mod:`ntkdr.training.distributed`); only rank 0
     prints and writes files, the other ranks take part in every step.
     """
-    from ntkdr import distributed as D
-    from ntkdr.models import TwoLayerReLU
-    from ntkdr.train import fit
+    from ntkdr.nets.models import TwoLayerReLU
+    from ntkdr.training import distributed as D
+    from ntkdr.training.loop import fit
 
     owned = not D.is_distributed()  # a group made here is destroyed here
     rank, _ = D.init_from_env(device=args.device)
@@ -60,7 +86,7 @@ def train_command(args: argparse.Namespace) -> None:
         dtype = V.resolve_dtype(args.dtype)
         device = V.resolve_device(args.device)
         out = make_output_dir(args.out)
-        task = load_task(
+        task = experiment.load_task(
             args.data, args.dataset, args.classes, args.n_train, args.n_test, args.seed
         )
         d = task.X.shape[1]
@@ -101,7 +127,9 @@ def train_command(args: argparse.Namespace) -> None:
         if rank == 0:  # the weights are replicated: one writer
             with atomic_path(out / "model.pt") as tmp:
                 torch.save(model.state_dict(), tmp)
-            write_text(out / "history.json", json.dumps(_clean(hist.to_dict()), indent=1) + "\n")
+            write_text_atomic(
+                out / "history.json", json.dumps(json_clean(hist.to_dict()), indent=1) + "\n"
+            )
             if not args.quiet:
                 last = hist.train_loss[-1]
                 print(
@@ -138,9 +166,9 @@ def kernel_command(args: argparse.Namespace) -> None:
     Tiles go to ``OUT.partial.npy`` with a record of finished tiles, so a rerun after a crash
     resumes; under ``torchrun`` the ranks share the tiles.  ``OUT`` appears only when complete.
     """
-    from ntkdr.distributed import init_from_env
-    from ntkdr.kernels import NTK
-    from ntkdr.tiles import compute_kernel_to_file
+    from ntkdr.kernels import AnalyticNTK
+    from ntkdr.kernels.tiles import compute_kernel_to_file
+    from ntkdr.training.distributed import init_from_env
 
     out = Path(args.out)
     if out.suffix != ".npy":
@@ -157,9 +185,9 @@ def kernel_command(args: argparse.Namespace) -> None:
     if sketch is not None:
         X = sketch(X)
     if args.depth is None:
-        kernel = NTK(layers=args.layers)
+        kernel = AnalyticNTK(layers=args.layers)
     else:
-        kernel = NTK(kind="fc", depth=args.depth, output=args.which)
+        kernel = AnalyticNTK(kind="fc", depth=args.depth, output=args.which)
     rank, _ = init_from_env(device=args.device)
     compute_kernel_to_file(
         X,

@@ -1,4 +1,4 @@
-"""The record of a training run and its checkpoint files (used by :func:`ntkdr.train.fit`).
+"""The record of a training run and its checkpoint files (used by :func:`ntkdr.training.fit`).
 
 :class:`History` holds what ``fit`` measured (losses, test metrics, weight movement, pattern
 flips, NTK drift, times) and converts to / from JSON (NaN <-> ``None``; schema
@@ -10,17 +10,16 @@ file.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from ntkdr.io import atomic_path
 
 __all__ = ["History", "HISTORY_SCHEMA", "CHECKPOINT_FORMAT"]
 
@@ -139,19 +138,39 @@ def _truncate_history(h: History, upto: int) -> History:
 
 # ============================================================================ checkpoint files
 def _atomic_save(obj: Any, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):  # the temporary may already be gone
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, fsync=True, makedirs=True) as tmp:
+        torch.save(obj, tmp)
+
+
+class Checkpointer:
+    """Writes the checkpoint of one run (nothing when ``path`` is None, e.g. on ranks > 0).
+
+    A checkpoint holds the trainer's state (model, optimizer, batch order), the history up to
+    the step, the RNG states, the model at initialisation and the run's ``config`` (what a
+    resume must match), written atomically (:mod:`ntkdr.io`).
+    """
+
+    def __init__(
+        self, path: str | None, trainer: Any, *, init_state: dict, config: dict, cuda: bool
+    ) -> None:
+        self.path, self.trainer = path, trainer
+        self.init_state, self.config, self.cuda = init_state, config, cuda
+
+    def save(self, step_done: int, hist: History, wall: float) -> None:
+        if self.path is None:
+            return
+        state = self.trainer.state()
+        state.update(
+            format=CHECKPOINT_FORMAT,
+            step=step_done,
+            history=_truncate_history(hist, step_done).to_dict(),
+            torch_rng=torch.get_rng_state(),
+            init_model=self.init_state,
+            config=self.config,
+            wall=wall,
+            cuda_rng=torch.cuda.get_rng_state_all() if self.cuda else None,
+        )
+        _atomic_save(state, self.path)
 
 
 def _load_checkpoint(ck_path: str, model: nn.Module) -> dict:

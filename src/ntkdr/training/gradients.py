@@ -1,28 +1,34 @@
-r"""Closed-form blocked gradients of :class:`~ntkdr.models.TwoLayerReLU` with a fixed sketch.
+r"""Closed-form blocked gradients of :class:`~ntkdr.nets.TwoLayerReLU` with a fixed sketch.
 
 With features ``F = model.features(X)``, ``P = F W^T``, outputs ``u = relu(P) a / sqrt(m)`` and
 residual ``r = u - y`` of the summed loss ``L = 1/2 ||u - y||^2`` (the convention of
-:mod:`ntkdr.train`):
+:mod:`ntkdr.training`):
 
     dL/dW = ((r a^T / sqrt(m)) o 1[P > 0])^T F,    dL/da = relu(P)^T r / sqrt(m)
 
 computed over column blocks of neurons so that each ``n x block`` slab of ``P`` stays in cache
-between the GEMM and the elementwise passes.  :class:`_ClosedFormGrads` is the mixin of
-``ntkdr.train._Trainer`` that does it; the trainer supplies the block width ``_block(n)``.
+between the GEMM and the elementwise passes.  :class:`ClosedFormGrads` does it for one
+training run; the trainer (:mod:`ntkdr.training.trainer`) holds one and calls it.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import torch
 from torch import nn
 
+# CPU column blocks of the closed-form step: an (n x block) slab of F W^T of about this many
+# bytes stays in the per-core cache between the GEMM and the elementwise passes.
+_BLOCK_BYTES = 1 << 20
+_MIN_BLOCK = 64
+
 
 # Which models the closed form (and fit's full tracking) applies to.
 def _is_two_layer(model: nn.Module) -> bool:
-    from .models import TwoLayerReLU
+    from ntkdr.nets.models import TwoLayerReLU
 
     return isinstance(model, TwoLayerReLU)
 
@@ -32,14 +38,38 @@ def _sketch_trained(model: nn.Module) -> bool:
     return isinstance(S, nn.Parameter) and S.requires_grad
 
 
-class _ClosedFormGrads:
-    """Closed-form gradient steps for :class:`ntkdr.train._Trainer` (a mixin).
+class ClosedFormGrads:
+    """Closed-form gradient steps of one training run (held by its trainer, not inherited).
 
-    Uses the trainer's ``model``, ``F`` (fixed features), ``n``, ``X``, ``params``, the scratch
-    buffers ``_scratch`` / ``_grads`` and its column-block width ``_block(n)``.
+    ``model`` a :class:`~ntkdr.nets.models.TwoLayerReLU`, ``F`` its fixed training features
+    (``n`` rows, on ``X``'s device and dtype), ``params`` the trained parameters; the object
+    owns its scratch buffers (one ``(n, block)`` slab and the gradient tensors).
     """
 
-    def _closed_form_applicable(self) -> bool:
+    def __init__(
+        self, model: nn.Module, F: torch.Tensor | None, params: list[nn.Parameter], X: torch.Tensor
+    ) -> None:
+        self.model: Any = model
+        self.F: Any = F
+        self.params = params
+        self.X = X
+        self.n = X.shape[0]
+        self._scratch: torch.Tensor | None = None
+        self._grads: dict[int, torch.Tensor] = {}
+
+    def _block(self, n: int) -> int:
+        """Neurons per column block: the ``n x block`` slab of ``F W^T`` stays in cache (CPU).
+
+        On CUDA one block (large GEMMs are best there)."""
+        M = self.model.m
+        if self.X.device.type != "cpu":
+            return M
+        elt = self.X.element_size()
+        cb = _BLOCK_BYTES // max(1, n * elt)
+        cb = max(_MIN_BLOCK, (cb // 64) * 64)
+        return min(M, cb)
+
+    def applicable(self) -> bool:
         m = self.model
         if _sketch_trained(m) or not m.W.requires_grad:
             return False
@@ -64,7 +94,7 @@ class _ClosedFormGrads:
             self._scratch = torch.empty(need, dtype=self.X.dtype, device=self.X.device)
         return self._scratch[:need].view(n, c)
 
-    def _pass1(self, Fb: torch.Tensor, mask0: torch.Tensor | None, keep_masks: bool):
+    def forward(self, Fb: torch.Tensor, mask0: torch.Tensor | None, keep_masks: bool):
         """Outputs ``u = relu(F W^T) a / sqrt(m)`` block by block (no ``n x m`` temporary).
 
         Returns ``(u, masks, flips, seconds spent on flips)``; ``masks`` are the per-block
@@ -101,7 +131,7 @@ class _ClosedFormGrads:
             t_flip += time.perf_counter() - t0
         return u, masks, flips, t_flip
 
-    def _closed_grads(self, Fb: torch.Tensor, yb: torch.Tensor, mask0: torch.Tensor | None):
+    def step(self, Fb: torch.Tensor, yb: torch.Tensor, mask0: torch.Tensor | None):
         """Closed-form batch loss and gradients (into ``.grad``).
 
         With ``M = 1[F W^T > 0]`` and ``r = u - y``:  ``dL/dW = diag(a / sqrt m) M^T (r o F)``
@@ -115,7 +145,7 @@ class _ClosedFormGrads:
         train_a = isinstance(m.a, nn.Parameter) and m.a.requires_grad
         n, M = Fb.shape[0], m.m
         inv = 1.0 / math.sqrt(M)
-        u, masks, flips, t_flip = self._pass1(Fb, mask0, keep_masks=not train_a)
+        u, masks, flips, t_flip = self.forward(Fb, mask0, keep_masks=not train_a)
         r = u.sub_(yb)  # residual u - y
         loss = 0.5 * float((r * r).sum())
         gW = self._grad_buffer(m.W)

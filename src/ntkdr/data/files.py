@@ -1,4 +1,4 @@
-"""Data file loaders: ``.npz``, ``.npy``, CSV / TSV / text and MNIST IDX files (SPEC section 5).
+"""Data file loaders: ``.npz``, ``.npy``, CSV / TSV / text and MNIST IDX files.
 
 :func:`load_file` reads ``(X, y)`` from a data file, :func:`load_xy` insists on labels,
 :func:`load_labels` reads a separate labels file and :func:`load_idx` one IDX file.  Every

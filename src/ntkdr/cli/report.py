@@ -1,7 +1,6 @@
-"""Report files of ``ntkdr run``: ``report.json``, ``report.md`` and PNG plots.
+"""The report files of ``ntkdr run``: ``report.json``, ``report.md``, the summary rows and PNG plots.
 
-Everything is written atomically (temporary file in the target directory, then
-``os.replace``) so an interrupted run never leaves a torn report.  matplotlib is
+Everything is written atomically (:mod:`ntkdr.io`) so an interrupted run never leaves a torn report.  matplotlib is
 imported lazily with the Agg backend (no display needed).
 """
 
@@ -10,33 +9,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
+from ntkdr.io import atomic_path, make_output_dir, write_text_atomic
+
 PLOTS = ("loss", "guarantees", "error", "cost", "spectrum")
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
 
 
 def _json_default(obj: Any) -> Any:
@@ -49,41 +26,32 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _clean(obj: Any) -> Any:
-    # JSON has no NaN / Infinity; null keeps the file valid for every parser.
+def json_clean(obj: Any) -> Any:
+    """``obj`` with NaN / Infinity replaced by None (JSON has neither; null keeps the file valid)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): json_clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_clean(v) for v in obj]
     return obj
-
-
-def make_output_dir(outdir: str | os.PathLike) -> Path:
-    out = Path(outdir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"cannot create output directory {str(out)!r}: {exc.strerror}") from None
-    if not os.access(out, os.W_OK):
-        raise ValueError(f"output directory {str(out)!r} is not writable")
-    return out
 
 
 def write_report(report: dict[str, Any], outdir: str | os.PathLike) -> dict[str, str]:
     """Write report.json, the plots and report.md into ``outdir``; return their paths."""
     out = make_output_dir(outdir)
     paths = {"json": str(out / "report.json"), "markdown": str(out / "report.md")}
-    write_text(paths["json"], json.dumps(_clean(report), indent=1, default=_json_default) + "\n")
-    from ntkdr import plots
+    write_text_atomic(
+        paths["json"], json.dumps(json_clean(report), indent=1, default=_json_default) + "\n"
+    )
+    from ntkdr.cli import plots
 
     for name in PLOTS:
         target = out / f"{name}.png"
         with atomic_path(target, suffix=".png") as tmp:
             getattr(plots, f"plot_{name}")(report, tmp)
         paths[name] = str(target)
-    write_text(paths["markdown"], render_markdown(report))
+    write_text_atomic(paths["markdown"], render_markdown(report))
     return paths
 
 
@@ -219,18 +187,3 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def print_summary(report: dict[str, Any], paths: dict[str, str]) -> None:
-    rows = [SUMMARY_HEADER] + summary_rows(report)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, r in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-    rec = report["recommended_k"]
-    if rec["k"] is not None:
-        print(f"recommended k = {rec['k']} ({rec['kind']}), tolerance {rec['tolerance']}")
-    else:
-        print(f"no k in the grid is within tolerance {rec['tolerance']} of the dense values")
-    print(f"report: {paths['markdown']} ({report['wall_seconds']:.1f} s)")

@@ -1,0 +1,412 @@
+"""The cases of ``ntkdr bench``: what each measures against which reference, its sizes and its physical limit.
+
+Each case is a function ``(sizes, ctx) -> (samples, ratio_of, limit, note, extra)`` run by
+:func:`ntkdr.cli.bench.run_benchmarks`; see that module for the timing protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+_DTYPE = torch.float32
+
+
+@dataclass(frozen=True)
+class _Case:
+    name: str
+    title: str
+    metric: str
+    op: str  # "<=" (ratio must not exceed goal) or ">=" (speed-up must reach goal)
+    goal: float
+    full: dict[str, int]
+    quick: dict[str, int]
+
+
+_CASE_LIST = [
+    _Case(
+        "two_layer_ntk",
+        "analytic two-layer NTK H1+H2",
+        "time / X X^T GEMM time",
+        "<=",
+        1.5,
+        {"n": 4000, "d": 784},
+        {"n": 1000, "d": 784},
+    ),
+    _Case(
+        "deep_ntk",
+        "analytic depth-3 FC NTK (+NNGP)",
+        "time / X X^T GEMM time",
+        "<=",
+        2.0,
+        {"n": 4000, "d": 784, "depth": 3},
+        {"n": 1000, "d": 784, "depth": 3},
+    ),
+    _Case(
+        "sketched_vs_dense_ntk",
+        "SRHT-sketched NTK vs dense NTK (sketch included)",
+        "speed-up",
+        ">=",
+        8.0,
+        {"n": 4000, "d": 8192, "k": 256},
+        {"n": 1000, "d": 8192, "k": 256},
+    ),
+    _Case(
+        "gd_step",
+        "full-batch GD step, factorized vs dense",
+        "speed-up",
+        ">=",
+        6.0,
+        {"n": 2000, "d": 784, "m": 4096, "k": 64},
+        {"n": 500, "d": 784, "m": 1024, "k": 64},
+    ),
+    _Case(
+        "inference",
+        "inference, SRHT + factorized vs dense",
+        "speed-up",
+        ">=",
+        10.0,
+        {"batch": 256, "d": 4096, "m": 16384, "k": 256},
+        {"batch": 64, "d": 4096, "m": 4096, "k": 256},
+    ),
+    _Case(
+        "empirical_closed",
+        "closed-form empirical NTK",
+        "time / (X W^T + A A^T GEMMs)",
+        "<=",
+        1.3,
+        {"n": 1000, "d": 784, "m": 4096},
+        {"n": 250, "d": 784, "m": 1024},
+    ),
+    _Case(
+        "empirical_vs_torchfunc",
+        "closed-form vs torch.func empirical NTK",
+        "speed-up",
+        ">=",
+        20.0,
+        {"n": 200, "d": 784, "m": 1024},
+        {"n": 50, "d": 784, "m": 256},
+    ),
+    _Case(
+        "tiled_memory",
+        "tiled analytic NTK, peak memory",
+        "peak memory / result size",
+        "<=",
+        1.2,
+        {"n": 20000, "d": 784},
+        {"n": 5000, "d": 784},
+    ),
+]
+#: Case name -> definition, in run order.
+CASES: dict[str, _Case] = {c.name: c for c in _CASE_LIST}
+
+
+# ----------------------------------------------------------------------------- helpers
+def _make_data(n: int, d: int, seed: int, device: torch.device) -> torch.Tensor:
+    """``n`` Gaussian rows in R^d normalised to unit norm, float32, from ``manual_seed(seed)``."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + d)  # one stream per dimension
+    X = torch.randn(n, d, generator=g, dtype=_DTYPE)
+    X /= X.norm(dim=1, keepdim=True)
+    return X.to(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _measure(
+    fns: dict[str, Callable[[], Any]],
+    repeats: int,
+    warmup: int,
+    device: torch.device,
+    self_timed: bool = False,
+) -> dict[str, list[float]]:
+    """Seconds of each call of each function over ``repeats`` rounds (interleaved, the order
+    alternating between rounds) after ``warmup`` untimed rounds.  ``self_timed``: the functions
+    return their own measured seconds (e.g. :func:`ntkdr.train.time_gd_step`)."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            _sync(device)
+            t0 = time.perf_counter()
+            out = fns[name]()
+            _sync(device)
+            times[name].append(float(out) if self_timed else time.perf_counter() - t0)
+            del out
+    return times
+
+
+class _Context:
+    def __init__(self, device: torch.device, repeats: int, warmup: int, seed: int, threads: int):
+        self.device, self.repeats, self.warmup, self.seed, self.threads = (
+            device,
+            repeats,
+            warmup,
+            seed,
+            threads,
+        )
+        self._data: dict[int, torch.Tensor] = {}
+
+    def data(self, n: int, d: int) -> torch.Tensor:
+        """The shared data set of dimension d (its first n rows)."""
+        X = self._data.get(d)
+        if X is None or X.shape[0] < n:
+            X = self._data[d] = _make_data(n, d, self.seed, self.device)
+        return X[:n]
+
+    def labels(self, n: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed + 7)
+        return (torch.randint(0, 2, (n,), generator=g).to(_DTYPE) * 2 - 1).to(self.device)
+
+    def measure(
+        self, fns: dict[str, Callable[[], Any]], self_timed: bool = False
+    ) -> dict[str, list[float]]:
+        return _measure(fns, self.repeats, self.warmup, self.device, self_timed)
+
+
+# ----------------------------------------------------------------------------- the cases
+# Each returns (samples, ratio, limit, limit_note, extra): ``samples`` maps a timed function to
+# its seconds per round; ``ratio(t)`` and ``limit(t)`` (a callable, a number or None) map one
+# summary time per function (median, or minimum) to the case's ratio / limit.
+def _case_two_layer_ntk(s, ctx):
+    from ntkdr.kernels import two_layer_ntk
+
+    X = ctx.data(s["n"], s["d"])
+    t = ctx.measure({"gemm": lambda: X @ X.T, "ntk": lambda: two_layer_ntk(X, layers="both")})
+    return (
+        t,
+        lambda t: t["ntk"] / t["gemm"],
+        None,
+        "neural-tangents (JAX, CPU) ~1.9 (published figure, not measured here)",
+        {},
+    )
+
+
+def _case_deep_ntk(s, ctx):
+    from ntkdr.kernels import fc_relu_kernels
+
+    X = ctx.data(s["n"], s["d"])
+    t = ctx.measure({"gemm": lambda: X @ X.T, "ntk": lambda: fc_relu_kernels(X, depth=s["depth"])})
+    return t, lambda t: t["ntk"] / t["gemm"], None, "-", {}
+
+
+def _case_sketched(s, ctx):
+    from ntkdr.kernels import two_layer_ntk
+    from ntkdr.sketches import make_sketch
+
+    n, d, k = s["n"], s["d"], s["k"]
+    X = ctx.data(n, d)
+    S = make_sketch("srht", d, k, seed=ctx.seed, renormalize=True)
+    Y = S(X)
+    # "Elementwise" work of the kernel at this n: the same kernel on 8-dimensional rows, whose
+    # GEMM (n^2 * 8) is negligible, so what is left is angles, scaling, mirroring.
+    E = ctx.data(n, 8)
+    t = ctx.measure(
+        {
+            "dense": lambda: two_layer_ntk(X),
+            "sketched": lambda: two_layer_ntk(S(X)),
+            "sketch": lambda: S(X),
+            "gemm_d": lambda: X @ X.T,
+            "gemm_k": lambda: Y @ Y.T,
+            "elementwise": lambda: two_layer_ntk(E),
+        }
+    )
+
+    def limit(t):
+        return (t["gemm_d"] + t["elementwise"]) / (t["gemm_k"] + t["elementwise"])
+
+    return (
+        t,
+        lambda t: t["dense"] / t["sketched"],
+        limit,
+        "(GEMM_d + E) / (GEMM_k + E), measured",
+        {},
+    )
+
+
+def _case_gd_step(s, ctx):
+    from ntkdr.nets.models import TwoLayerReLU
+    from ntkdr.sketches import make_sketch
+    from ntkdr.training.loop import time_gd_step
+
+    n, d, m, k = s["n"], s["d"], s["m"], s["k"]
+    X, y = ctx.data(n, d), ctx.labels(n)
+    dense = TwoLayerReLU(d, m, seed=ctx.seed, device=ctx.device)
+    fact = TwoLayerReLU(
+        d, m, sketch=make_sketch("srht", d, k, seed=ctx.seed), seed=ctx.seed, device=ctx.device
+    )
+    # time_gd_step times one full-batch step (features precomputed) after one untimed step on
+    # a copy of the model; calling it once per round interleaves dense and factorized steps.
+    t = ctx.measure(
+        {
+            "dense": lambda: time_gd_step(dense, X, y, repeats=1, warmup=1),
+            "factorized": lambda: time_gd_step(fact, X, y, repeats=1, warmup=1),
+        },
+        self_timed=True,
+    )
+    return t, lambda t: t["dense"] / t["factorized"], d / k, "d / k", {}
+
+
+def _case_inference(s, ctx):
+    from ntkdr.nets.models import TwoLayerReLU
+    from ntkdr.sketches import make_sketch
+
+    b, d, m, k = s["batch"], s["d"], s["m"], s["k"]
+    X = ctx.data(b, d)
+    dense = TwoLayerReLU(d, m, seed=ctx.seed, device=ctx.device)
+    fact = TwoLayerReLU(
+        d, m, sketch=make_sketch("srht", d, k, seed=ctx.seed), seed=ctx.seed, device=ctx.device
+    )
+
+    def run(model):
+        with torch.no_grad():
+            return model(X)
+
+    t = ctx.measure({"dense": lambda: run(dense), "factorized": lambda: run(fact)})
+    return t, lambda t: t["dense"] / t["factorized"], d / k, "d / k", {}
+
+
+def _case_empirical_closed(s, ctx):
+    from ntkdr.nets.empirical import empirical_ntk
+    from ntkdr.nets.models import TwoLayerReLU
+
+    X = ctx.data(s["n"], s["d"])
+    model = TwoLayerReLU(s["d"], s["m"], seed=ctx.seed, device=ctx.device)
+    W = model.W.detach()
+    A = (X @ W.T >= 0).to(_DTYPE)
+    t = ctx.measure(
+        {
+            "closed": lambda: empirical_ntk(model, X, method="closed"),
+            "gemm_XW": lambda: X @ W.T,
+            "gemm_AA": lambda: A @ A.T,
+        }
+    )
+    return t, lambda t: t["closed"] / (t["gemm_XW"] + t["gemm_AA"]), None, "-", {}
+
+
+def _case_empirical_vs_torchfunc(s, ctx):
+    from ntkdr.nets.empirical import empirical_ntk
+    from ntkdr.nets.models import TwoLayerReLU
+
+    X = ctx.data(s["n"], s["d"])
+    model = TwoLayerReLU(s["d"], s["m"], seed=ctx.seed, device=ctx.device)
+    t = ctx.measure(
+        {
+            "closed": lambda: empirical_ntk(model, X, method="closed"),
+            "torch_func": lambda: empirical_ntk(model, X, method="jacobian"),
+        }
+    )
+    return t, lambda t: t["torch_func"] / t["closed"], None, "-", {}
+
+
+def _memory_probe(n: int, d: int, seed: int, device: str) -> dict[str, Any]:
+    """Peak extra memory of ``two_layer_ntk(X)`` (X: n x d) in this process (run it in a fresh one)."""
+    from ntkdr.kernels import two_layer_ntk
+
+    dev = torch.device(device)
+    X = _make_data(n, d, seed, dev)
+    two_layer_ntk(X[: min(n, 256)])  # start the thread pool, load kernels: not part of the peak
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        t0 = time.perf_counter()
+        K = two_layer_ntk(X)
+        torch.cuda.synchronize(dev)
+        secs = time.perf_counter() - t0
+        peak, method = (
+            torch.cuda.max_memory_allocated(dev) - base,
+            "torch.cuda.max_memory_allocated",
+        )
+    else:
+        status = _proc_status()
+        if status is not None and _reset_hwm():
+            base, method = _proc_status()["VmRSS"], "VmHWM after clear_refs - VmRSS before"
+            read_peak = lambda: _proc_status()["VmHWM"]  # noqa: E731
+        else:  # no /proc: ru_maxrss is a running maximum, so this is a lower bound
+            base, method = _ru_maxrss(), "ru_maxrss after - ru_maxrss before (lower bound)"
+            read_peak = _ru_maxrss
+        t0 = time.perf_counter()
+        K = two_layer_ntk(X)
+        secs = time.perf_counter() - t0
+        peak = read_peak() - base
+    result = K.numel() * K.element_size()
+    return {"peak_bytes": int(peak), "result_bytes": int(result), "seconds": secs, "method": method}
+
+
+def _proc_status() -> dict[str, int] | None:
+    try:
+        with open("/proc/self/status") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    out = {}
+    for line in lines:
+        key, _, val = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(val.split()[0]) * 1024
+    return out if len(out) == 2 else None
+
+
+def _reset_hwm() -> bool:
+    """Reset the peak RSS (VmHWM) to the current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _ru_maxrss() -> int:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(r) if sys.platform == "darwin" else int(r) * 1024  # bytes on macOS, KiB on Linux
+
+
+def _case_tiled_memory(s, ctx):
+    n, d = s["n"], s["d"]
+    if ctx.device.type == "cuda":
+        res = _memory_probe(n, d, ctx.seed, str(ctx.device))
+    else:
+        code = (
+            "import json, sys, torch; from ntkdr.cli.bench_cases import _memory_probe; "
+            f"torch.set_num_threads({ctx.threads}); "
+            f"print(json.dumps(_memory_probe({n}, {d}, {ctx.seed}, 'cpu')))"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise RuntimeError(f"memory probe subprocess failed (exit {proc.returncode}): {tail}")
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+    ratio = res["peak_bytes"] / res["result_bytes"]
+    extra = {
+        "peak_bytes": res["peak_bytes"],
+        "result_bytes": res["result_bytes"],
+        "memory_method": res["method"],
+    }
+    return {"ntk": [res["seconds"]]}, lambda t: ratio, 1.0, "the result itself", extra
+
+
+_RUNNERS: dict[str, Callable] = {
+    "two_layer_ntk": _case_two_layer_ntk,
+    "deep_ntk": _case_deep_ntk,
+    "sketched_vs_dense_ntk": _case_sketched,
+    "gd_step": _case_gd_step,
+    "inference": _case_inference,
+    "empirical_closed": _case_empirical_closed,
+    "empirical_vs_torchfunc": _case_empirical_vs_torchfunc,
+    "tiled_memory": _case_tiled_memory,
+}
