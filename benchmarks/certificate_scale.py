@@ -38,6 +38,7 @@ def _load(dataset: str, n: int, n_test: int, seed: int = 0):
 def accuracy(args: argparse.Namespace) -> dict:
     """Max relative deviation from the exact path over every kind, k and data set."""
     from ntkdr.certificate import certify_matrix
+
     from ntkdr.kernels import two_layer_ntk
     from ntkdr.sketches import make_sketch
 
@@ -82,6 +83,7 @@ def accuracy(args: argparse.Namespace) -> dict:
 
 def scale(args: argparse.Namespace) -> dict:
     from ntkdr.certify_grid import certify_grid
+
     from ntkdr.kernels import two_layer_ntk
     from ntkdr.sketches import make_sketch
 

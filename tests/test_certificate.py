@@ -14,13 +14,13 @@ import pytest
 import scipy.linalg as sl
 import torch
 
-from ntkdr import certificate as C
-from ntkdr import certificate_linalg as LA
-from ntkdr.certify_grid import certify_features, certify_grid
 from ntkdr.data import load_dataset
+from ntkdr.experiment.certify import certify_features, certify_grid
 from ntkdr.kernels import two_layer_ntk
 from ntkdr.sketches import make_sketch
 from ntkdr.theory import SingularKernelWarning
+from ntkdr.theory import certificate as C
+from ntkdr.theory import certificate_linalg as LA
 
 LAMBDA_RTOL, BOUND_RTOL = 1e-4, 1e-6
 
@@ -267,7 +267,7 @@ def _rank_worker(rank: int, tmp: str) -> None:
         timeout=datetime.timedelta(seconds=90),
     )
     ds = load_dataset("mnist", n_train=100, n_test=50, seed=2)
-    from ntkdr import certify_grid as G
+    from ntkdr.experiment import certify as G
 
     G.BLOCK_ROWS = 30  # several blocks per rank
     cert = certify_features(ds.X_train, ds.y_train, F_test=ds.X_test, Y_test=ds.y_test)
@@ -277,7 +277,7 @@ def _rank_worker(rank: int, tmp: str) -> None:
 
 def test_two_ranks_equal_one_process(tmp_path_factory, monkeypatch):
     from _spawn import spawn_ranks
-    from ntkdr import certify_grid as G
+    from ntkdr.experiment import certify as G
 
     tmp = spawn_ranks(_rank_worker, tmp_path_factory, "cert", 2, 120)
     got = [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in (0, 1)]

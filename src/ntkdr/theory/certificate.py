@@ -23,7 +23,7 @@ Methods (:func:`choose_method` picks one by size and memory; ``method=`` forces 
     The point value of ``lambda_min`` is the Rayleigh quotient of the Ritz vector on ``K`` --
     an upper bound (Courant-Fischer).  A second factorization, of ``K - sigma I`` with
     ``sigma = lambda (1 - 1e-5)``, proves ``lambda_min(K) >= sigma - margin``
-    (:func:`ntkdr.certificate_linalg.shifted_cholesky`), so ``lambda_min`` is certified to a
+    (:func:`ntkdr.theory.certificate_linalg.shifted_cholesky`), so ``lambda_min`` is certified to a
     relative width of about 1e-5.  ``y^T K^-1 y`` is bracketed by the Gauss and Gauss-Radau
     quadrature rules of the PCG (Golub & Meurant 2010), the Radau node being the proven lower
     bound of the preconditioned spectrum.
@@ -31,7 +31,7 @@ Methods (:func:`choose_method` picks one by size and memory; ``method=`` forces 
     The same proofs with one n x n buffer: the top of the spectrum first, then ``K`` is
     factored in its own storage; products with ``K`` (a few PCG steps) come from tiles, and
     ``K`` is formed a second time for the certifying factorization
-    (:mod:`ntkdr.certificate_dense`).  This is what lets n = 50,000 run in 24 GiB.
+    (:mod:`ntkdr.theory.certificate_dense`).  This is what lets n = 50,000 run in 24 GiB.
 ``matrix-free`` (``K`` does not fit)
     Only products ``K V`` (recomputed tile by tile, possibly over ``torch.distributed`` ranks by
     the caller).  LOBPCG (Knyazev, SIAM J. Sci. Comput. 23, 2001) with a randomized Nystrom
@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from .theory import SingularKernelWarning
+from ntkdr.theory.spectra import SingularKernelWarning
 
 __all__ = [
     "METHODS",
@@ -162,7 +162,7 @@ def choose_method(n: int, max_memory: float | None = None, world_size: int = 1) 
 
     ``ValueError`` (one line) when not even the matrix-free method fits.
     """
-    from .validation import available_memory, format_bytes
+    from ntkdr.memory import available_memory, format_bytes
 
     budget = float(max_memory) if max_memory is not None else float(available_memory())
     if world_size > 1:
@@ -274,7 +274,7 @@ def certify_matrix(
     kernel that is not numerically PD.  One more n x n float64 buffer is allocated.
     ``Certificate.alpha`` holds ``K^-1 Y`` (``None`` when not PD) for predictions.
     ``shift`` / ``tighten``: the one-factorization route of
-    :func:`ntkdr.certificate_dense.certify_in_memory` (a proven but looser lower bound on
+    :func:`ntkdr.theory.certificate_dense.certify_in_memory` (a proven but looser lower bound on
     ``lambda_min``, about half the work per configuration).
     """
     t0 = time.perf_counter()
@@ -287,7 +287,7 @@ def certify_matrix(
         method = "exact" if n <= EXACT_MAX_N else "cholesky"
     if method not in ("exact", "cholesky"):
         raise ValueError(f"certify_matrix: method must be 'exact' or 'cholesky', got {method!r}")
-    from .certificate_dense import certify_in_memory
+    from ntkdr.theory.certificate_dense import certify_in_memory
 
     core = certify_in_memory(K, targets, method, top=top, eps=eps, shift=shift, tighten=tighten)
     return _finish(core, targets, n, method, reason or f"method {method!r}", name, t0)
@@ -308,7 +308,7 @@ def certify_inplace(
     """Certificate with one n x n float64 buffer: ``form(buf)`` writes ``K`` into ``buf`` (called
     twice: ``K`` is factored in place), ``matvec`` maps an (n, c) block ``V`` to ``K V`` without
     the buffer (used for a few PCG steps).  Same proofs as ``cholesky``."""
-    from .certificate_dense import certify_inplace as core_inplace
+    from ntkdr.theory.certificate_dense import certify_inplace as core_inplace
 
     t0 = time.perf_counter()
     targets = _targets(Y, Y_random, n)
@@ -334,7 +334,7 @@ def certify_operator(
     positive semi-definite kernel ``max_i K_ii``).  Every process of a distributed run calls
     this with the same (bit-identical) ``matvec`` results and gets the same certificate.
     """
-    from .certificate_free import certify_matrix_free
+    from ntkdr.theory.certificate_free import certify_matrix_free
 
     t0 = time.perf_counter()
     targets = _targets(Y, Y_random, n)

@@ -5,7 +5,7 @@ eigendecomposition (``exact``) or from shift-invert Lanczos on ``K^-1`` (the oth
 with PCG preconditioned by the factor (one or two steps; Gauss / Gauss-Radau bounds,
 Golub & Meurant 2010), and prove ``lambda_min(K) >= sigma - margin`` with a second
 factorization, of ``K - sigma I`` just below the Ritz value (Higham Thm 10.3; see
-:mod:`ntkdr.certificate_linalg`).  Memory: ``exact`` / ``cholesky`` keep ``K`` and one factor
+:mod:`ntkdr.theory.certificate_linalg`).  Memory: ``exact`` / ``cholesky`` keep ``K`` and one factor
 buffer (two n x n float64 matrices); ``cholesky-inplace`` keeps one: it factors ``K`` in its own
 storage, takes products with ``K`` from a caller-supplied matrix-free operator and re-forms ``K``
 for the second factorization.  In place, the Rayleigh quotient uses ``v^T K v <= ||R v||^2 +
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from . import certificate_linalg as LA
+from ntkdr.theory import certificate_linalg as LA
 
 __all__ = ["certify_in_memory", "certify_inplace"]
 
@@ -45,7 +45,7 @@ def _radau_node(proof0: LA.CholeskyProof, lower_lmin: float | None) -> float | N
 def _quadrature(matvec, solve, targets, mu):
     """PCG with the factor ``M`` as preconditioner on every target column, Gauss / Radau bounds
     (``mu``: the Radau node, a proven lower bound on the spectrum of ``M^-1 K``, or ``None``)."""
-    from .certificate import ROUNDING_SLACK, _interval
+    from ntkdr.theory.certificate import ROUNDING_SLACK, _interval
 
     B = np.concatenate(list(targets.values()), axis=1)
     res = LA.pcg_quadrature(matvec, solve, B, mu)
@@ -82,7 +82,7 @@ def _prove(
     ``tighten=False`` keeps the first factorization's proof when it was of a shifted matrix
     (``lambda_min >= shift - margin``, proven but loose) and skips the second factorization.
     """
-    from .certificate import TIGHT_GAP, _interval, _not_pd
+    from ntkdr.theory.certificate import TIGHT_GAP, _interval, _not_pd
 
     msg = _not_pd(theta, lmax, n, eps, proof0.ok)
     lam = _interval(theta, -math.inf, theta_upper, False)

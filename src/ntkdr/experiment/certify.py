@@ -2,12 +2,12 @@
 
 * :class:`BlockOperator` -- ``V -> K V`` for ``K = H1(F, F)`` without storing ``K``: fixed row
   blocks ``[a, b)``, each ``K(F[a:b], F) V`` computed tile by tile by
-  :meth:`ntkdr.kernels.NTK.matvec`; with ``W`` ``torch.distributed`` ranks, rank ``r`` computes
+  :meth:`ntkdr.kernels.AnalyticNTK.matvec`; with ``W`` ``torch.distributed`` ranks, rank ``r`` computes
   blocks ``r, r + W, ...`` and an all-reduce of disjoint rows (one rank's value plus zeros, an
   exact sum) gives every rank the product.  The same calls on the same slices, whatever the
   number of ranks, so a distributed run reproduces the single-process numbers.
 * :func:`certify_features` -- one configuration: forms ``K`` (``exact`` / ``cholesky``) or the
-  operator (``matrix-free``), calls :mod:`ntkdr.certificate`, adds the NTK-regression test error.
+  operator (``matrix-free``), calls :mod:`ntkdr.theory.certificate`, adds the NTK-regression test error.
 * :func:`certify_grid` -- the dense kernel and every (kind, k, seed) configuration, with
   per-configuration progress and, with ``parts_dir``, each finished configuration written
   atomically as JSON, so an interrupted run resumes where it stopped and gives the same results.
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .certificate import (
+from ntkdr.theory.certificate import (
     Certificate,
     certify_inplace,
     certify_matrix,
@@ -38,7 +38,15 @@ from .certificate import (
     choose_method,
 )
 
-__all__ = ["BlockOperator", "certify_features", "certify_grid", "config_id", "GRID_VERSION"]
+__all__ = [
+    "BlockOperator",
+    "certify_features",
+    "certify_grid",
+    "config_id",
+    "kernel_quantities",
+    "task_error",
+    "GRID_VERSION",
+]
 
 GRID_VERSION = 1
 #: Rows per block of the matrix-free product (the unit of work shared among ranks).
@@ -48,19 +56,20 @@ BLOCK_ROWS = 2048
 class BlockOperator:
     """``V -> K V`` for ``K = H1(F, F)`` in fixed row blocks, shared among ranks if any."""
 
-    def __init__(self, F: torch.Tensor, block_rows: int = BLOCK_ROWS):
-        from .distributed import rank, world_size
-        from .kernels import NTK, KernelOptions
+    def __init__(self, F: torch.Tensor, block_rows: int | None = None):
+        from ntkdr.kernels import AnalyticNTK, KernelOptions
+        from ntkdr.training.distributed import rank, world_size
 
+        block_rows = block_rows or BLOCK_ROWS
         self.F = F.to(torch.float64).contiguous()
         self.n = self.F.shape[0]
-        self.kernel = NTK(options=KernelOptions(dtype=torch.float64))
+        self.kernel = AnalyticNTK(options=KernelOptions(dtype=torch.float64))
         self.rank, self.world = rank(), world_size()
         blocks = [(a, min(a + block_rows, self.n)) for a in range(0, self.n, block_rows)]
         self.mine = blocks[self.rank :: self.world]
 
     def __call__(self, V: np.ndarray) -> np.ndarray:
-        from .distributed import all_reduce_sum
+        from ntkdr.training.distributed import all_reduce_sum
 
         Vt = torch.from_numpy(np.ascontiguousarray(V, dtype=np.float64).reshape(self.n, -1))
         out = torch.zeros_like(Vt)
@@ -71,7 +80,7 @@ class BlockOperator:
         return out.numpy().reshape(np.shape(V))
 
 
-def _error(pred: np.ndarray, Y: np.ndarray, task: str) -> float:
+def task_error(pred: np.ndarray, Y: np.ndarray, task: str) -> float:
     """Classification error (sign for +-1, argmax for one-hot), mean squared error for regression."""
     if task == "regression":
         return float(np.mean((pred.reshape(Y.shape) - Y) ** 2))
@@ -100,14 +109,14 @@ def certify_features(
     ``F``: (n, d) features as the network sees them (sketched / normalised already);
     ``Y_random``: second targets (random labels); ``F_test`` / ``Y_test``: test split for the
     NTK-regression error; ``task``: ``"binary"`` / ``"multiclass"`` (one-hot) / ``"regression"``;
-    ``method``: ``"auto"`` (:func:`ntkdr.certificate.choose_method`, by size and
+    ``method``: ``"auto"`` (:func:`ntkdr.theory.certificate.choose_method`, by size and
     ``max_memory`` bytes) or ``"exact"`` / ``"cholesky"`` / ``"matrix-free"``; ``dtype``: the
     dtype the kernel is evaluated in (the linear algebra is float64); ``shift`` / ``tighten``:
-    see :func:`ntkdr.certificate.certify_matrix` (``cholesky`` only).
+    see :func:`ntkdr.theory.certificate.certify_matrix` (``cholesky`` only).
     """
-    from .distributed import world_size
-    from .kernels import NTK, KernelOptions, two_layer_ntk, two_layer_ntk_diag
-    from .validation import as_matrix
+    from ntkdr.kernels import AnalyticNTK, KernelOptions, two_layer_ntk, two_layer_ntk_diag
+    from ntkdr.training.distributed import world_size
+    from ntkdr.validation import as_matrix
 
     Ft, _ = as_matrix(F, "F", dtype=dtype)
     n = Ft.shape[0]
@@ -158,11 +167,11 @@ def certify_features(
     if F_test is not None and Y_test is not None and cert.alpha is not None:
         t0 = time.perf_counter()
         Tt, _ = as_matrix(F_test, "F_test", dtype=dtype)
-        kern = NTK(options=KernelOptions(dtype=torch.float64))
+        kern = AnalyticNTK(options=KernelOptions(dtype=torch.float64))
         a = torch.from_numpy(np.ascontiguousarray(cert.alpha))
         pred = np.asarray(kern.matvec(Tt.to(torch.float64), a, Z=Ft.to(torch.float64)))
         Yt = np.asarray(Y_test, dtype=np.float64)
-        cert.regression_test_error = _error(pred[:, 0] if Yt.ndim == 1 else pred, Yt, task)
+        cert.regression_test_error = task_error(pred[:, 0] if Yt.ndim == 1 else pred, Yt, task)
         cert.seconds += time.perf_counter() - t0
     return cert
 
@@ -260,7 +269,7 @@ def certify_grid(
         raise ValueError(f"lower_bound must be 'tight' or 'fast', got {lower_bound!r}")
     from tqdm.auto import tqdm
 
-    from .distributed import rank
+    from ntkdr.training.distributed import rank
 
     parts = Path(parts_dir) if parts_dir is not None else None
     done: dict[str, dict] = {}

@@ -1,7 +1,7 @@
 """Matrix-free certificate: only products ``K V`` (for example recomputed tile by tile).
 
-Used by :func:`ntkdr.certificate.certify_operator` when ``K`` does not fit in memory.  The
-caller supplies ``V -> K V`` (:class:`ntkdr.certify_grid.BlockOperator` computes it in fixed row
+Used by :func:`ntkdr.theory.certificate.certify_operator` when ``K`` does not fit in memory.  The
+caller supplies ``V -> K V`` (:class:`ntkdr.experiment.certify.BlockOperator` computes it in fixed row
 blocks, shared among ``torch.distributed`` ranks); every iteration here is deterministic, so
 bit-identical products give bit-identical certificates on every rank.
 
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse.linalg as sla
 
-from . import certificate_linalg as LA
+from ntkdr.theory import certificate_linalg as LA
 
 __all__ = ["nystrom_preconditioner", "certify_matrix_free"]
 
@@ -105,8 +105,8 @@ def certify_matrix_free(
     top: int,
     eps: float,
 ) -> dict[str, Any]:
-    """The matrix-free method of :func:`ntkdr.certificate.certify_operator` (its core dict)."""
-    from .certificate import _interval, _not_pd
+    """The matrix-free method of :func:`ntkdr.theory.certificate.certify_operator` (its core dict)."""
+    from ntkdr.theory.certificate import _interval, _not_pd
 
     A = _Counted(matvec, n)
     op = sla.LinearOperator((n, n), matvec=A, matmat=A, rmatvec=A, dtype=np.float64)
