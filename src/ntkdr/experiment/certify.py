@@ -15,12 +15,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -195,17 +193,10 @@ def _fingerprint(arrays: Sequence[np.ndarray], settings: dict[str, Any]) -> str:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Temporary file, fsync, ``os.replace`` (:mod:`ntkdr.io`): a crash never leaves a torn part."""
+    from ntkdr.io import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj), fsync=True)
 
 
 def _load_parts(parts: Path, fingerprint: str) -> dict[str, dict]:
