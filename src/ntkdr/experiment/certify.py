@@ -326,10 +326,11 @@ def certify_grid(
         if parts is not None and rank() == 0:
             _write_json_atomic(parts / f"{cid}.json", entry)
         if log is not None:
+            lam, bnd = cert.lambda_min, cert.bound["true"]
             log(
-                f"{cid}: {cert.method} ({cert.method_reason}); lambda_min = "
-                f"{cert.lambda_min['value']:.6g} [{cert.lambda_min['status']}], "
-                f"{cert.seconds:.1f} s"
+                f"{cid}: {cert.method}; lambda_min = {lam['value']:.6g} in "
+                f"[{lam['lower']:.6g}, {lam['upper']:.6g}] ({lam['status']}); bound = "
+                f"{bnd['value']:.6g} ({bnd['status']}); {cert.seconds:.1f} s"
             )
         bar.update()
     bar.close()

@@ -145,8 +145,12 @@ class Certificate:
 # --------------------------------------------------------------------------------------------
 # choosing the method
 # --------------------------------------------------------------------------------------------
-def memory_needed(n: int, method: str, n_rhs: int = 2, tile_bytes: int = 64 * 2**20) -> int:
-    """Bytes the method keeps alive for an ``n``-point configuration (float64)."""
+def memory_needed(n: int, method: str, n_rhs: int = 2, tile_bytes: int | None = None) -> int:
+    """Bytes the method keeps alive for an ``n``-point configuration (float64); ``tile_bytes``:
+    the kernel tiles of the products over tiles (default: two blocks of up to 2048 rows, at most
+    64 MiB)."""
+    if tile_bytes is None:
+        tile_bytes = min(64 * 2**20, 2 * 8 * n * min(n, 2048))
     vectors = 8 * n * (4 * n_rhs + 2 * TOP + 24)
     if method == "exact":
         return 8 * n * n * 3 + vectors  # K, the eigh workspace copy, the factor buffer
