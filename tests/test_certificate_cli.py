@@ -84,3 +84,36 @@ def test_run_report_states_the_method(tmp_path, method):
     assert main([*args, "--method", method, "--output", str(tmp_path), "--quiet"]) == 0
     md = (tmp_path / "report.md").read_text()
     assert "## Certificate" in md and f"Method **{method}**" in md and "certified" in md
+
+
+@pytest.mark.slow
+def test_torchrun_certify_matches_one_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from _spawn import run_torchrun
+
+    common = ["--dataset", "mnist", "--n-train", "300", "--n-test", "100", "--kinds", "srht"]
+    common += ["--ks", "32", "--seeds", "1", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    two = tmp_path / "two.json"
+    done = run_torchrun(
+        ["-m", "ntkdr", "certify", *common, "--output", two], nproc=2, env=env, timeout_s=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    one = tmp_path / "one.json"
+    cmd = [sys.executable, "-m", "ntkdr", "certify", *common, "--output", one]
+    subprocess.run([*map(str, cmd), "--method", "matrix-free"], env=env, check=True, timeout=600)
+    a, b = json.loads(two.read_text()), json.loads(one.read_text())
+    assert a["certificate"]["method"] == b["certificate"]["method"] == "matrix-free"
+    for key in ("dense", "sketched", "recommended_k"):
+        assert _strip_times(_drop_reasons(a[key])) == _strip_times(_drop_reasons(b[key]))
+
+
+def _drop_reasons(obj):
+    if isinstance(obj, dict):
+        return {k: _drop_reasons(v) for k, v in obj.items() if k != "method_reason"}
+    if isinstance(obj, list):
+        return [_drop_reasons(v) for v in obj]
+    return obj

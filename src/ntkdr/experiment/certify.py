@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -211,7 +212,8 @@ def _load_parts(parts: Path, fingerprint: str) -> dict[str, dict]:
     if recorded.get("fingerprint") != fingerprint or recorded.get("version") != GRID_VERSION:
         warnings.warn(f"{parts}: records of another data set or grid; starting over", stacklevel=3)
         for p in parts.glob("*.json"):
-            p.unlink()
+            with contextlib.suppress(FileNotFoundError):  # another rank may be first
+                p.unlink()
         return {}
     done = {}
     for p in sorted(parts.glob("*.json")):
@@ -219,8 +221,9 @@ def _load_parts(parts: Path, fingerprint: str) -> dict[str, dict]:
             continue
         try:
             done[p.stem] = json.loads(p.read_text())
-        except (OSError, ValueError):  # torn by a crash before rename cannot happen; be safe
-            p.unlink()
+        except (OSError, ValueError):  # a torn part cannot come from a crash (atomic); be safe
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
     return done
 
 
