@@ -37,10 +37,9 @@ def _load(dataset: str, n: int, n_test: int, seed: int = 0):
 
 def accuracy(args: argparse.Namespace) -> dict:
     """Max relative deviation from the exact path over every kind, k and data set."""
-    from ntkdr.certificate import certify_matrix
-
     from ntkdr.kernels import two_layer_ntk
     from ntkdr.sketches import make_sketch
+    from ntkdr.theory.certificate import certify_matrix
 
     worst = {"lambda_min": 0.0, "bound": 0.0}
     rows = []
@@ -82,8 +81,7 @@ def accuracy(args: argparse.Namespace) -> dict:
 
 
 def scale(args: argparse.Namespace) -> dict:
-    from ntkdr.certify_grid import certify_grid
-
+    from ntkdr.experiment.certify import certify_grid
     from ntkdr.kernels import two_layer_ntk
     from ntkdr.sketches import make_sketch
 
@@ -120,6 +118,7 @@ def scale(args: argparse.Namespace) -> dict:
         max_memory=args.max_memory,
         progress=False,
         log=log,
+        lower_bound=args.lower_bound,
     )
     total = time.perf_counter() - t1
     out = {
@@ -135,7 +134,9 @@ def scale(args: argparse.Namespace) -> dict:
         "peak_rss_over_n2x8": _peak_rss_bytes() / (8.0 * n * n),
         "methods": sorted({r["method"] for r in res.values()}),
         "lambda_min_status": sorted({r["lambda_min"]["status"] for r in res.values()}),
+        "lower_bound": args.lower_bound,
         "per_config_s": {cid: r["seconds"] for cid, r in res.items()},
+        "timings": {cid: r["details"].get("timings") for cid, r in res.items()},
     }
     return out
 
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--method", default="auto")
     p.add_argument("--max-memory", type=float, default=None)
+    p.add_argument("--lower-bound", choices=("tight", "fast"), default="tight")
     p.add_argument("--record", help="append the result as one JSON line to this file")
     args = p.parse_args(argv)
     if args.what == "accuracy" and args.method == "auto":
