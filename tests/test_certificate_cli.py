@@ -18,7 +18,7 @@ def _strip_times(obj):
         return {
             k: _strip_times(v)
             for k, v in obj.items()
-            if k not in ("seconds", "wall_seconds", "environment")
+            if k not in ("seconds", "wall_seconds", "timings", "environment")
         }
     if isinstance(obj, list):
         return [_strip_times(v) for v in obj]
@@ -78,9 +78,9 @@ def test_interrupted_certify_resumes_to_the_same_json(tmp_path, monkeypatch):
     assert _strip_times(a) == _strip_times(b)
 
 
-@pytest.mark.parametrize("method", ["cholesky", "cholesky-inplace"])
-def test_run_report_states_the_method(tmp_path, method):
-    args = ["run", *TINY, "--sketches", "srht", "--width", "64", "--steps", "3"]
+def test_run_report_states_the_method(tmp_path):
+    method = "cholesky-inplace"  # the in-memory methods are exercised by certify above
+    args = ["run", *TINY, "--sketches", "srht", "--ks", "16", "--width", "16", "--steps", "1"]
     assert main([*args, "--method", method, "--output", str(tmp_path), "--quiet"]) == 0
     md = (tmp_path / "report.md").read_text()
     assert "## Certificate" in md and f"Method **{method}**" in md and "certified" in md
