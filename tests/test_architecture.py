@@ -20,7 +20,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "ntkdr.validation": ("ntkdr.memory",),
     "ntkdr.data": (*BASE, "ntkdr.data"),
     "ntkdr.sketches": (*BASE, "ntkdr.sketches"),
-    "ntkdr.kernels": (*BASE, "ntkdr.kernels", *GROUP),
+    # kernels may apply a sketch to their inputs first (the kernel of S x)
+    "ntkdr.kernels": (*BASE, "ntkdr.sketches", "ntkdr.kernels", *GROUP),
     "ntkdr.nets": (*BASE, "ntkdr.sketches", "ntkdr.nets"),
     "ntkdr.theory": (*BASE, "ntkdr.sketches", "ntkdr.theory"),
     "ntkdr.training.distributed": (*BASE, "ntkdr.training.distributed"),
@@ -46,6 +47,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "ntkdr.experiment",
     ),
     "ntkdr.predict": (*BASE, "ntkdr.kernels", "ntkdr.predict"),
+    # one layer description -> an nn.Module and its analytic kernel
+    "ntkdr.stax": (*BASE, "ntkdr.sketches", "ntkdr.kernels", "ntkdr.nets", "ntkdr.stax"),
     "ntkdr.cli": ("ntkdr",),  # the top room may use everything
     # the package itself (lazy exports) and the modules kept at their old paths
     "ntkdr.__init__": ("ntkdr",),

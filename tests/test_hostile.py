@@ -61,6 +61,9 @@ COMMANDS = {
             "--depth": [],
             "--tile": [],
             "--max-memory": [],
+            "--w-std": ["--depth", "2", "--activation", "erf"],
+            "--b-std": ["--depth", "2"],
+            "--w-out": ["--depth", "2", "--activation", "gelu"],
         },
     ),
 }
@@ -115,11 +118,11 @@ def test_hostile_numeric_option(cmd, opt, value, tmp_path, capsys):
         value in ALWAYS_BAD
         or (value == "99999999999" and opt in HUGE_BAD)
         or (value == "1e30" and opt in INTEGER_OPTIONS)
-        or (value == "-1" and opt != "--lr" and opt != "--tolerance" and opt != "--eps")
-        or (value == "-1" and opt in ("--lr", "--tolerance", "--eps"))
+        or value == "-1"
         or (value == "0" and opt in {"--width", "--k", "--seeds", "--ks", "--depth", "--tile"})
         or (value == "0" and opt in {"--n-train", "--checkpoint-every", "--batch-size"})
         or (value == "0" and opt in {"--lr", "--tolerance", "--eps", "--max-memory"})
+        or (value == "0" and opt in {"--w-std", "--w-out"})
     )
     if must_refuse:
         assert code == 2, f"{cmd} {opt}={value!r} was accepted"

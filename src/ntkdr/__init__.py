@@ -21,9 +21,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "sketches": ("make_sketch", "Sketch", "SKETCH_KINDS", "SketchTransformer"),
-    "kernels": ("two_layer_ntk", "fc_relu_kernels", "AnalyticNTK", "KernelOptions"),
+    "kernels": ("two_layer_ntk", "fc_relu_kernels", "fc_kernels", "AnalyticNTK", "KernelOptions"),
     "nets": ("TwoLayerReLU", "SketchedLinear", "DeepReLU"),
     "nets.empirical": ("empirical_ntk", "ntk_projected", "ProjectedNTK"),
+    "nets.montecarlo": ("monte_carlo_kernels", "MonteCarloKernels"),
     "training": ("fit", "train_network", "History"),
     "theory": (
         "lambda_min",
@@ -57,11 +58,18 @@ __all__ = ["__version__", *_WHERE]  # the deprecated names resolve but are not s
 
 if TYPE_CHECKING:
     from ntkdr.data import DATASETS, Dataset, load_dataset, load_file
-    from ntkdr.kernels import AnalyticNTK, KernelOptions, fc_relu_kernels, two_layer_ntk
+    from ntkdr.kernels import (
+        AnalyticNTK,
+        KernelOptions,
+        fc_kernels,
+        fc_relu_kernels,
+        two_layer_ntk,
+    )
     from ntkdr.kernels import AnalyticNTK as NTK
     from ntkdr.nets import DeepReLU, SketchedLinear, TwoLayerReLU
     from ntkdr.nets.empirical import ProjectedNTK, empirical_ntk, ntk_projected
     from ntkdr.nets.empirical import empirical_ntk as ntk
+    from ntkdr.nets.montecarlo import MonteCarloKernels, monte_carlo_kernels
     from ntkdr.predict import gp_inference, gradient_descent_mse
     from ntkdr.regression import (
         NTKClassifier,

@@ -215,10 +215,28 @@ def kernel_command(args: argparse.Namespace) -> None:
     sketch = _sketch_from_args(args, X.shape[1], X)
     if sketch is not None:
         X = sketch(X)
+    fc_opts = {
+        "--activation": args.activation,
+        "--act-param": args.act_param,
+        "--w-std": args.w_std,
+        "--b-std": args.b_std,
+        "--w-out": args.w_out,
+    }
     if args.depth is None:
+        given = [name for name, value in fc_opts.items() if value is not None]
+        if given:
+            raise ValueError(f"{given[0]} needs --depth (the default two-layer kernel H1 is ReLU)")
         kernel = AnalyticNTK(layers=args.layers)
     else:
-        kernel = AnalyticNTK(kind="fc", depth=args.depth, output=args.which)
+        fc: dict = {"w_std": args.w_std, "b_std": args.b_std, "w_out": args.w_out}
+        kernel = AnalyticNTK(
+            kind="fc",
+            depth=args.depth,
+            output=args.which,
+            activation=args.activation or "relu",
+            activation_params=dict(args.act_param or []),
+            **{k: v for k, v in fc.items() if v is not None},
+        )
     rank, _ = init_from_env(device=args.device)
     compute_kernel_to_file(
         X,

@@ -247,14 +247,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="compute one analytic NTK / NNGP matrix of a data set into a .npy file (tiled)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  ntkdr kernel --dataset digits --out K.npy\n"
-        "  ntkdr kernel --data X.npy --sketch srht --k 256 --depth 3 --out K.npy --max-memory 2GB",
+        "  ntkdr kernel --data X.npy --sketch srht --k 256 --depth 3 --out K.npy --max-memory 2GB\n"
+        "  ntkdr kernel --dataset digits --activation erf --depth 3 --b-std 0.1 --out K.npy\n"
+        "  ntkdr kernel --dataset digits --activation leaky_relu --act-param alpha=0.2 --depth 2 --out K.npy",
     )
     _add_data_args(p)
     p.add_argument("--sketch", help="sketch the inputs first (kind)")
     p.add_argument("--k", type=int, help="sketch dimension (with --sketch)")
     p.add_argument(
-        "--depth", type=int, help="deep FC ReLU NTK of this depth (default: two-layer H1)"
+        "--depth", type=int, help="deep FC NTK / NNGP of this depth (default: two-layer H1)"
     )
+    p.add_argument(
+        "--activation",
+        choices=ACTIVATION_CHOICES,
+        help="with --depth: the nonlinearity (default relu)",
+    )
+    p.add_argument(
+        "--act-param",
+        type=_act_param,
+        action="append",
+        metavar="NAME=VALUE",
+        help="an activation parameter, repeatable (leaky_relu alpha; abrelu a, b; erf a, b, c)",
+    )
+    p.add_argument("--w-std", type=float, help="with --depth: weight std (default sqrt 2)")
+    p.add_argument("--b-std", type=float, help="with --depth: bias std (default 0)")
+    p.add_argument("--w-out", type=float, help="with --depth: readout weight std (default 1)")
     p.add_argument(
         "--layers",
         default="first",
@@ -286,6 +303,22 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     return parser
+
+
+#: the activations of ntkdr.kernels.activations.ACTIVATIONS (listed here: --help stays cheap)
+ACTIVATION_CHOICES = ("relu", "leaky_relu", "abrelu", "abs", "erf", "gelu", "sign", "identity")
+
+
+def _act_param(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name.strip():
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=VALUE (e.g. alpha=0.2), got {text!r}"
+        ) from None
 
 
 def _bytes(text: str) -> float:

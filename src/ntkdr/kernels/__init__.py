@@ -1,6 +1,8 @@
 """Analytic NTK / NNGP kernels of ReLU networks: closed forms, the tiled engine, the kernel object and out-of-core files.
 
 * :mod:`ntkdr.kernels.relu` -- :func:`two_layer_ntk`, :func:`fc_relu_kernels` and their diagonals;
+* :mod:`ntkdr.kernels.activations` -- :func:`fc_kernels`, deep FC kernels for relu, leaky_relu,
+  abrelu, abs, erf, gelu, sign and identity (neural-tangents' ``stax`` conventions);
 * :mod:`ntkdr.kernels.engine` -- the tiling machinery every analytic kernel runs on;
 * :mod:`ntkdr.kernels.operator` -- :class:`AnalyticNTK` (also ``NTK``) / :class:`KernelOptions`, the kernel as an object
   with ``K(X, Z)``, ``K.diag(X)`` and ``K.matvec(X, v)``;
@@ -9,6 +11,7 @@
 
 from __future__ import annotations
 
+from ntkdr.kernels.activations import ACTIVATIONS, fc_kernels
 from ntkdr.kernels.operator import NTK, AnalyticNTK, KernelOptions
 from ntkdr.kernels.relu import (
     fc_relu_kernels,
@@ -25,6 +28,8 @@ __all__ = [
     "NTK",
     "two_layer_ntk",
     "fc_relu_kernels",
+    "fc_kernels",
+    "ACTIVATIONS",
     "two_layer_ntk_diag",
     "fc_relu_kernels_diag",
 ]

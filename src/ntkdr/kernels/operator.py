@@ -8,6 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ntkdr.kernels.activations import (
+    _SerialPlan,
+    check_fc_args,
+    fc_kernels,
+    fc_layers,
+    make_activation,
+)
 from ntkdr.kernels.engine import _check_max_memory, _check_tile, _prepare, _run
 from ntkdr.kernels.relu import (
     _fc_plan,
@@ -17,7 +24,7 @@ from ntkdr.kernels.relu import (
     two_layer_ntk,
     two_layer_ntk_diag,
 )
-from ntkdr.validation import ArrayLike, check_choice, to_output
+from ntkdr.validation import ArrayLike, as_matrix, check_choice, to_output
 
 __all__ = ["KernelOptions", "AnalyticNTK", "NTK"]
 
@@ -42,8 +49,9 @@ class AnalyticNTK:
     """An analytic NTK / NNGP as a kernel object (Falkon-style), for matrix-free solvers.
 
     ``kind="two_layer"`` uses ``layers`` and ``kappa`` (:func:`two_layer_ntk`);
-    ``kind="fc"`` uses ``depth``, ``w_std``, ``b_std``, ``w_out`` (:func:`fc_relu_kernels`)
-    and ``output`` picks ``"ntk"`` or ``"nngp"``.  ``K(X, Z)`` is the matrix,
+    ``kind="fc"`` uses ``depth``, ``w_std``, ``b_std``, ``w_out``, ``activation`` and
+    ``activation_params`` (:func:`fc_relu_kernels` for ReLU, :func:`fc_kernels` otherwise) and
+    ``output`` picks ``"ntk"`` or ``"nngp"``.  ``K(X, Z)`` is the matrix,
     ``K.matvec(X, v, Z)`` is ``K(X, Z) @ v`` computed tile by tile without forming the
     matrix, ``K.diag(X)`` the diagonal of ``K(X, X)``.
     """
@@ -57,6 +65,8 @@ class AnalyticNTK:
     w_out: float = 1.0
     output: str = "ntk"
     options: KernelOptions = field(default_factory=KernelOptions)
+    activation: str = "relu"
+    activation_params: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._plan(1)  # validate eagerly
@@ -69,8 +79,16 @@ class AnalyticNTK:
         if self.kind == "two_layer":
             if self.output != "ntk":
                 raise ValueError("output='nngp' is only defined for kind='fc'")
+            if self.activation != "relu" or self.activation_params:
+                raise ValueError(
+                    "activation is only used with kind='fc' (the two-layer kernel is ReLU)"
+                )
             return _two_layer_plan(self.layers, self.kappa)
-        return _fc_plan(self.depth, self.w_std, self.b_std, self.w_out, d)
+        if self.activation == "relu" and not self.activation_params:
+            return _fc_plan(self.depth, self.w_std, self.b_std, self.w_out, d)
+        act = make_activation(self.activation, dict(self.activation_params))
+        depth, w_std, b_std, w_out = check_fc_args(self.depth, self.w_std, self.b_std, self.w_out)
+        return _SerialPlan(fc_layers(depth, act, w_std, b_std, w_out), d)
 
     @property
     def _index(self) -> int:
@@ -91,6 +109,24 @@ class AnalyticNTK:
                 device=o.device,
             )
         outs = None if out is None else ((out, None) if self._index == 0 else (None, out))
+        if self.activation != "relu" or self.activation_params:
+            params: dict[str, Any] = dict(self.activation_params)
+            res = fc_kernels(
+                X,
+                Z,
+                self.depth,
+                self.activation,
+                self.w_std,
+                self.b_std,
+                self.w_out,
+                tile=o.tile,
+                max_memory=o.max_memory,
+                out=outs,
+                dtype=o.dtype,
+                device=o.device,
+                **params,
+            )
+            return res[self._index]
         res = fc_relu_kernels(
             X,
             Z,
@@ -112,6 +148,12 @@ class AnalyticNTK:
             return two_layer_ntk_diag(
                 X, self.layers, kappa=self.kappa, dtype=o.dtype, device=o.device
             )
+        if self.activation != "relu" or self.activation_params:
+            Xt, x_np = as_matrix(X, "X", dtype=o.dtype, device=o.device)
+            plan = self._plan(Xt.shape[1])
+            sx = plan.stats(Xt)
+            plan.check(sx, sx, Xt.dtype)
+            return to_output(plan.diag(sx)[self._index], x_np)
         res = fc_relu_kernels_diag(
             X, self.depth, self.w_std, self.b_std, self.w_out, dtype=o.dtype, device=o.device
         )
