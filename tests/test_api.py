@@ -1,4 +1,4 @@
-"""The public API is importable from the top-level package and names what SPEC section 4 fixes."""
+"""The public API is importable from the top-level package and names the stable public API."""
 
 import subprocess
 import sys

@@ -34,6 +34,15 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "ntkdr.theory",
         "ntkdr.training",
     ),
+    "ntkdr.studies": (
+        *BASE,
+        "ntkdr.sketches",
+        "ntkdr.kernels",
+        "ntkdr.nets",
+        "ntkdr.theory",
+        "ntkdr.training",
+        "ntkdr.studies",
+    ),
     "ntkdr.regression": (*BASE, "ntkdr.sketches", "ntkdr.kernels", "ntkdr.regression", *GROUP),
     "ntkdr.experiment": (
         *BASE,

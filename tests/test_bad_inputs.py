@@ -1,10 +1,10 @@
-"""The CLI bad-input table (SPEC sections 5 and 7): every bad input to ``ntkdr run | certify |
+"""The CLI bad-input table of the README: every bad input to ``ntkdr run | certify |
 train | kernel`` exits with code 2 and prints exactly one line on stderr, starting with
 "ntkdr", that names the problem -- and no traceback.
 
 Each case runs ``ntkdr.cli.main`` in-process on tiny data (``--dataset digits`` or small files in
-``tmp_path``); almost all fail before any work.  The table in ``.notes/bad_inputs_table.md``
-lists the messages these cases produce.
+``tmp_path``); almost all fail before any work.  The README's "Bad input" table lists the
+messages these cases produce.
 """
 
 from __future__ import annotations

@@ -122,6 +122,13 @@ def test_run_quick_writes_report(tmp_path, capsys):
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Recommended k" in (out / "report.md").read_text()
     assert not list(out.glob(".*")), "temporary files left behind"
+    # the width section: two-layer dense and factorized on the run's rows, k = min(64, d // 4)
+    width = rep["width"]
+    assert set(width["networks"]) == {"two_layer_dense", "two_layer_factorized"}
+    assert width["config"]["k"] == 16 and width["config"]["n"] <= n
+    assert "## How wide is wide enough" in (out / "report.md").read_text()
+    for name in ("width_deviation.png", "width_cost.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_run_prints_table(tmp_path, capsys):

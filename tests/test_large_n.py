@@ -1,4 +1,4 @@
-"""Large-n NTK regression (SPEC section 8): matrix-free CG, distributed over ranks, and the
+"""Large-n NTK regression: matrix-free CG, distributed over ranks, and the
 benchmark script benchmarks/large_n_regression.py.
 
 References: the dense float64 solve ``np.linalg.solve(H + ridge I, y)`` on an independent numpy
@@ -43,7 +43,7 @@ def _one_thread():
 
 
 def ref_h1(X):
-    """Independent numpy H1 (SPEC section 2): (x . z)(pi - theta) / (2 pi)."""
+    """Independent numpy H1: (x . z)(pi - theta) / (2 pi)."""
     G = X @ X.T
     nrm = np.linalg.norm(X, axis=1)
     theta = np.arctan2(np.sqrt(np.maximum(np.outer(nrm, nrm) ** 2 - G**2, 0.0)), G)

@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis) for the public kernel, sketch, theory and regression functions.
 
-Contract under test (SPEC section 7, CONVENTIONS "Input validation" / "Array kinds"): for any
+Contract under test (README "Bad input" and "Conventions"): for any
 input, a public function either returns a correct, finite result of the documented shape,
 dtype and array kind, or raises ``ValueError`` -- never another exception, never NaN for
 finite input.  Inputs are drawn over random shapes (n 1..20, d 1..16), float32 / float64 /
@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -131,7 +131,7 @@ def ref_angles(X: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ref_two_layer(X, Z, layers: str, kappa: float) -> tuple[np.ndarray, np.ndarray]:
-    """(kernel, scale |x||z|) -- SPEC section 2 formulas."""
+    """(kernel, scale |x||z|) -- the closed forms of Du et al. 2019."""
     P, th = ref_angles(X, Z)
     H = P * np.cos(th) * (np.pi - th) / (2 * np.pi)
     if layers == "both":
@@ -140,7 +140,7 @@ def ref_two_layer(X, Z, layers: str, kappa: float) -> tuple[np.ndarray, np.ndarr
 
 
 def ref_fc(X, Z, depth, w, b, w_out) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(ntk, nngp, diag_ntk_x, diag_ntk_z): the recursion of SPEC section 2 in float64."""
+    """(ntk, nngp, diag_ntk_x, diag_ntk_z): the deep FC recursion (ntkdr.kernels.relu docstring) in float64."""
     X, Z = X.astype(np.float64), Z.astype(np.float64)
     d = X.shape[1]
     nngp = w**2 * (X @ Z.T) / d + b**2
@@ -150,7 +150,7 @@ def ref_fc(X, Z, depth, w, b, w_out) -> tuple[np.ndarray, np.ndarray, np.ndarray
     dx, dz = qx.copy(), qz.copy()  # diagonal NTKs (theta = 0)
     for layer in range(depth):
         wl2 = w_out**2 if layer == depth - 1 else w**2
-        s = np.sqrt(np.outer(qx, qz))
+        s = np.outer(np.sqrt(qx), np.sqrt(qz))  # the product of q first would underflow
         cos = np.clip(np.divide(nngp, s, out=np.ones_like(nngp), where=s > 0), -1.0, 1.0)
         th = np.arccos(cos)
         relu_nngp = (s * np.sin(th) + (np.pi - th) * nngp) / (2 * np.pi)
@@ -253,7 +253,7 @@ def test_fc_relu_kernels(X, kind, depth, w, b, w_out, tile):
     r_ntk, r_nngp, dx, _ = ref_fc(X, X, depth, w, b, w_out)
     # Diagonal: the recursion at theta = 0 (closed form, no angle noise).
     np.testing.assert_allclose(np.diag(N), dx, rtol=16 * (X.shape[1] + depth) * eps, atol=0)
-    scale = np.sqrt(np.outer(dx, dx))
+    scale = np.outer(np.sqrt(dx), np.sqrt(dx))
     assert np.all(np.abs(N - r_ntk) <= 8 * depth * math.sqrt(eps) * scale + 1e-300)
     assert np.all(np.abs(G - r_nngp) <= 8 * depth * math.sqrt(eps) * scale + 1e-300)
     assert_psd(N, eps, X)
@@ -276,7 +276,7 @@ def test_fc_relu_kernels_cross(X, Z, depth):
     N = check_kind_dtype(ntk, "numpy", dt, (X.shape[0], Z.shape[0]))
     check_kind_dtype(nngp, "numpy", dt, (X.shape[0], Z.shape[0]))
     r_ntk, _, dx, dz = ref_fc(X, Z, depth, 2**0.5, 0.0, 1.0)
-    scale = np.sqrt(np.outer(dx, dz))
+    scale = np.outer(np.sqrt(dx), np.sqrt(dz))
     assert np.all(np.abs(N - r_ntk) <= 8 * depth * math.sqrt(EPS[np.dtype(dt)]) * scale + 1e-300)
 
 
@@ -382,6 +382,7 @@ def test_kernels_integer_input_gives_float32(X, kind):
         st.booleans(),
     ),
 )
+@example(arg="w_std", value=4.3e-104)  # q(x) q(z) ~ 1e-414 underflows if formed as a product
 def test_kernel_options_valid_or_value_error(arg, value):
     """A valid option value gives the correct kernel, any other a ValueError naming the option."""
     X = np.random.default_rng(0).standard_normal((4, 3))
@@ -407,7 +408,7 @@ def test_kernel_options_valid_or_value_error(arg, value):
         kw = {"depth": 1, "w": 2**0.5, "b": 0.0, "w_out": 1.0}
         kw[{"w_std": "w", "b_std": "b"}.get(arg, arg)] = value
         r_ntk, r_nngp, dx, _ = ref_fc(X, X, **kw)
-        refs, scales = [r_ntk, r_nngp], [np.sqrt(np.outer(dx, dx))] * 2
+        refs, scales = [r_ntk, r_nngp], [np.outer(np.sqrt(dx), np.sqrt(dx))] * 2
     for K, ref, scale in zip(out, refs, scales):
         assert K.shape == (4, 4) and np.isfinite(K).all()
         assert np.all(np.abs(K - ref) <= 8 * math.sqrt(eps) * scale + 1e-300)
@@ -823,7 +824,7 @@ def test_kernels_homogeneous_at_extreme_scales(dtype, exp, fn):
     K1 = K((X.astype(np.float64) * c).astype(dtype))
     assert np.isfinite(K1).all()
     eps = EPS[np.dtype(dtype)]
-    scale = np.sqrt(np.outer(np.diag(K0), np.diag(K0)))
+    scale = np.outer(np.sqrt(np.diag(K0)), np.sqrt(np.diag(K0)))
     assert np.all(np.abs(K1 / c**2 - K0) <= 8 * math.sqrt(eps) * scale)
 
 
@@ -848,7 +849,7 @@ def test_kernel_extreme_hyperparameters(kw):
             p["w_out"] = kw.get("w_out", 1.0)
             p = {key: np.float64(v) for key, v in p.items()}  # inf, not OverflowError
             r_ntk, r_nngp, dx, _ = ref_fc(X, X, 2, **p)
-            refs, scales = [r_ntk, r_nngp], [np.sqrt(np.outer(dx, dx))] * 2
+            refs, scales = [r_ntk, r_nngp], [np.outer(np.sqrt(dx), np.sqrt(dx))] * 2
             fits = bool(np.isfinite(dx).all() and dx.max() <= lim)
     if not fits:
         with pytest.raises(ValueError, match="kernel values overflow the dtype range"):

@@ -22,7 +22,7 @@ from ntkdr.regression import (
 
 
 # ----------------------------------------------------------------------------------------
-# independent numpy reference of the two-layer NTK (SPEC section 2)
+# independent numpy reference of the two-layer NTK (Du et al. 2019)
 # ----------------------------------------------------------------------------------------
 def ref_ntk(X, Z=None, layers="first"):
     X = np.asarray(X, dtype=np.float64)
@@ -223,7 +223,7 @@ def one_thread():
 
 
 def test_gd_time_predictor_matches_wide_network_gd(one_thread):
-    """SPEC section 9: the GD-time predictor against real full-batch GD on a very wide network."""
+    """The GD-time predictor against real full-batch GD on a very wide network."""
     from ntkdr.models import TwoLayerReLU
 
     X, Xs = unit_rows(10, 5, seed=11), unit_rows(6, 5, seed=12)
@@ -401,7 +401,7 @@ from ntkdr.regression import NTKClassifier, NTKRegressor  # noqa: E402
 
 
 def ref_fc_ntk(X, Z, depth, w=2**0.5, b=0.0, w_out=1.0):
-    """SPEC section 2 recursion, written out independently in numpy."""
+    """The deep FC recursion (ntkdr.kernels.relu docstring), written out independently in numpy."""
     d = X.shape[1]
     nngp = w**2 * (X @ Z.T) / d + b**2
     qx = w**2 * np.sum(X**2, 1) / d + b**2

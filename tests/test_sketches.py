@@ -1,4 +1,4 @@
-"""Tests for ntkdr.sketches (SPEC section 3): fast paths against explicit matrices,
+"""Tests for ntkdr.sketches: fast paths against explicit matrices,
 the JL distortion and unbiasedness the random maps promise, determinism, array kinds,
 and every validation error."""
 

@@ -29,7 +29,7 @@ DTYPES = [np.float32, np.float64]
 
 
 def h1_reference(X: np.ndarray) -> np.ndarray:
-    """H1(x, z) = (x . z)(pi - theta) / (2 pi), straight from SPEC section 2 (float64)."""
+    """H1(x, z) = (x . z)(pi - theta) / (2 pi), straight from the formula (Du et al. 2019; float64)."""
     X = np.asarray(X, dtype=np.float64)
     G = X @ X.T
     nrm = np.linalg.norm(X, axis=1)

@@ -21,10 +21,19 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "sketches": ("make_sketch", "Sketch", "SKETCH_KINDS", "SketchTransformer"),
-    "kernels": ("two_layer_ntk", "fc_relu_kernels", "fc_kernels", "AnalyticNTK", "KernelOptions"),
+    "kernels": (
+        "two_layer_ntk",
+        "fc_relu_kernels",
+        "fc_kernels",
+        "factorized_fc_kernels",
+        "AnalyticNTK",
+        "KernelOptions",
+    ),
     "nets": ("TwoLayerReLU", "SketchedLinear", "DeepReLU"),
     "nets.empirical": ("empirical_ntk", "ntk_projected", "ProjectedNTK"),
+    "nets.factorize": ("factorize", "factorization_summary", "FactorizationSummary"),
     "nets.montecarlo": ("monte_carlo_kernels", "MonteCarloKernels"),
+    "studies": ("compare", "Comparison", "width_study", "WidthStudy"),
     "training": ("fit", "train_network", "History"),
     "theory": (
         "lambda_min",
@@ -61,6 +70,7 @@ if TYPE_CHECKING:
     from ntkdr.kernels import (
         AnalyticNTK,
         KernelOptions,
+        factorized_fc_kernels,
         fc_kernels,
         fc_relu_kernels,
         two_layer_ntk,
@@ -69,6 +79,7 @@ if TYPE_CHECKING:
     from ntkdr.nets import DeepReLU, SketchedLinear, TwoLayerReLU
     from ntkdr.nets.empirical import ProjectedNTK, empirical_ntk, ntk_projected
     from ntkdr.nets.empirical import empirical_ntk as ntk
+    from ntkdr.nets.factorize import FactorizationSummary, factorization_summary, factorize
     from ntkdr.nets.montecarlo import MonteCarloKernels, monte_carlo_kernels
     from ntkdr.predict import gp_inference, gradient_descent_mse
     from ntkdr.regression import (
@@ -79,6 +90,7 @@ if TYPE_CHECKING:
         kernel_ridge_fit,
     )
     from ntkdr.sketches import SKETCH_KINDS, Sketch, SketchTransformer, make_sketch
+    from ntkdr.studies import Comparison, WidthStudy, compare, width_study
     from ntkdr.theory import (
         BoundResult,
         cost,

@@ -16,7 +16,7 @@ X contains a duplicate row, a parallel (scaled) row and a near-parallel pair, an
 a row of X, so the ill-conditioned angles are covered.  There any float64 evaluation from
 the Gram matrix (neural-tangents' included) is only accurate to about sqrt(eps), so the file
 also holds the same kernels evaluated with mpmath at 50 digits from the exact float64 inputs
-(``*_mp`` arrays), straight from the recursion in SPEC section 2 with ``acos`` of the exact
+(``*_mp`` arrays), straight from the recursion in the docstring of ``ntkdr.kernels.relu`` with ``acos`` of the exact
 cosine (no ntkdr code involved).
 """
 

@@ -1,4 +1,4 @@
-"""The command line, ``ntkdr run | certify | train | kernel | bench``: parsing, presets, command bodies, output, report and benchmarks.
+"""The command line, ``ntkdr run | certify | train | kernel | compare | width | bench``: parsing, presets, command bodies, output, report and benchmarks.
 
 Bad input exits with code 2 and one line on stderr (no traceback); ``--verbose`` shows
 the traceback.  Heavy modules are imported inside the commands so ``ntkdr --help`` is fast.
@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command is None:
             raise UsageError(
-                "a command is required (run, certify, train, kernel, bench); see ntkdr --help"
+                "a command is required (run, certify, train, kernel, compare, width, bench); see ntkdr --help"
             )
         return int(args.func(args) or 0)
     except (

@@ -47,6 +47,9 @@ def run_command(args: argparse.Namespace) -> None:
     cfg = run_config(args)
     make_output_dir(args.output)  # fail before the work, not after it
     report = experiment.run_experiment(cfg)
+    from ntkdr.cli.studies import run_width_section
+
+    report["width"] = run_width_section(cfg)  # "how wide is wide enough here"
     paths = write_report(report, args.output)
     if not args.quiet:
         print_summary(report, paths)

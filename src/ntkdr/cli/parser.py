@@ -1,24 +1,25 @@
-"""The argument parser of ``ntkdr run | certify | train | kernel | bench`` and its small value parsers.
+"""The argument parser of ``ntkdr run | certify | train | kernel | compare | width | bench`` and its small value parsers.
 
-Each subcommand's ``func`` is its body in :mod:`ntkdr.cli.commands`; bad arguments raise
+Each subcommand's ``func`` is its body in :mod:`ntkdr.cli.commands` (compare and width: in
+:mod:`ntkdr.cli.studies`); bad arguments raise
 :class:`UsageError` (one line, exit code 2) instead of argparse's usage block.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Callable
 
 from ntkdr.memory import parse_bytes
 
 
-def _command(name: str) -> Callable[[argparse.Namespace], int]:
-    """The body of command ``name`` in :mod:`ntkdr.cli.commands`, imported when it runs."""
+def _command(name: str, module: str = "commands") -> Callable[[argparse.Namespace], int]:
+    """The body of command ``name`` in ``ntkdr.cli.<module>``, imported when it runs."""
 
     def run(args: argparse.Namespace) -> int:
-        from ntkdr.cli import commands
-
-        return int(getattr(commands, f"{name}_command")(args) or 0)
+        body = getattr(importlib.import_module(f"ntkdr.cli.{module}"), f"{name}_command")
+        return int(body(args) or 0)
 
     return run
 
@@ -296,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_args(p)
     p.set_defaults(func=_command("kernel"))
 
+    _add_study_parsers(sub)
+
     # `ntkdr bench ...` forwards its arguments to the benchmark runner (ntkdr.cli.bench.main).
     sub.add_parser(
         "bench",
@@ -303,6 +306,110 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     return parser
+
+
+def _fraction_or_int(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer k or a fraction in (0, 1], got {text!r}"
+        ) from None
+
+
+def _add_study_parsers(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="a model of yours against its factorized copy: their empirical NTKs side by side",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Builds the model from a factory package.module:function (called with no arguments,\n"
+        "or with d=<features> if it takes a parameter d), factorizes a copy (every nn.Linear with\n"
+        "in_features > k) and compares their empirical NTKs on the data: lambda_min and bound\n"
+        "ratios, relative Frobenius distance, kernel alignment, parameters, seconds.",
+        epilog="examples:\n  ntkdr compare --model mypkg.models:make_mlp --data mydata.npz --k 64\n"
+        "  ntkdr compare --model mypkg.models:make_mlp --dataset digits --k 0.25 --kind srht",
+    )
+    _add_data_args(p)
+    p.add_argument("--model", required=True, metavar="PKG.MODULE:FUNCTION", help="model factory")
+    p.add_argument(
+        "--k",
+        required=True,
+        type=_fraction_or_int,
+        help="sketch dimension: an integer, or a fraction of each layer's in_features",
+    )
+    p.add_argument(
+        "--kind",
+        default="gaussian",
+        choices=("gaussian", "sparse", "srht"),
+        help="sketch kind (default gaussian)",
+    )
+    p.add_argument(
+        "--init",
+        default="fresh",
+        choices=("fresh", "project"),
+        help="fresh: U drawn like the layer's init; project: U = W S^+ (default fresh)",
+    )
+    p.add_argument(
+        "--n", type=int, default=256, help="rows of the data used (default 256; kernels are n x n)"
+    )
+    p.add_argument(
+        "--k-proj", type=int, default=256, help="projections when a Jacobian does not fit"
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the comparison as JSON (atomically)")
+    _add_common_args(p)
+    p.set_defaults(func=_command("compare", "studies"))
+
+    p = sub.add_parser(
+        "width",
+        help="how wide is wide enough: NTK fidelity vs width, dense and factorized",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="For widths on a grid and several seeds: the empirical NTK's distance from its\n"
+        "infinite-width limit, GD's distance from the NTK prediction, weight movement and flipped\n"
+        "ReLU patterns, for dense and factorized two-layer and deep nets; the width reaching the\n"
+        "tolerance next to the theory's, and the cost there. Writes width.json, width.md, plots.",
+        epilog="examples:\n  ntkdr width --output width-report\n"
+        "  ntkdr width --dataset digits --widths 32,128,512 --k 16 --output w",
+    )
+    _add_data_args(p)
+    p.add_argument(
+        "--widths",
+        type=_int_list,
+        metavar="m1,m2",
+        default=[64, 128, 256, 512, 1024],
+        help="widths (default 64,128,256,512,1024)",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="networks per width (default 3)")
+    p.add_argument("--k", type=int, default=64, help="sketch dimension (default 64)")
+    p.add_argument(
+        "--kind",
+        default="gaussian",
+        choices=("gaussian", "sparse", "srht"),
+        help="sketch kind (default gaussian)",
+    )
+    p.add_argument(
+        "--depth", type=int, default=2, help="hidden layers of the deep nets (default 2)"
+    )
+    p.add_argument("--steps", type=int, default=20, help="GD steps (default 20)")
+    p.add_argument("--tolerance", type=float, default=0.1, help="deviation tolerance (default 0.1)")
+    p.add_argument("--n-max", type=int, default=128, help="rows used (default 128)")
+    p.add_argument(
+        "--networks",
+        type=_str_list,
+        metavar="N1,N2",
+        help="subset of two_layer_dense,two_layer_factorized,deep_dense,deep_factorized",
+    )
+    p.add_argument(
+        "--output",
+        default="ntkdr-width",
+        metavar="DIR",
+        help="output directory (default ./ntkdr-width/)",
+    )
+    _add_common_args(p)
+    p.set_defaults(func=_command("width", "studies"))
 
 
 #: the activations of ntkdr.kernels.activations.ACTIVATIONS (listed here: --help stays cheap)

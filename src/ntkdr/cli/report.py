@@ -51,6 +51,10 @@ def write_report(report: dict[str, Any], outdir: str | os.PathLike) -> dict[str,
         with atomic_path(target, suffix=".png") as tmp:
             getattr(plots, f"plot_{name}")(report, tmp)
         paths[name] = str(target)
+    if report.get("width", {}).get("networks"):
+        from ntkdr.cli.studies import write_width_plots
+
+        paths.update(write_width_plots(report["width"], out))
     write_text_atomic(paths["markdown"], render_markdown(report))
     return paths
 
@@ -215,6 +219,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"- JL minimum dimension for n = {ds['n_train']}, eps = 0.5: {th['jl_min_dim_eps_0.5']}"
         )
+    width = report.get("width") or {}
+    if width.get("networks"):
+        from ntkdr.cli.studies import width_markdown
+
+        lines += ["", width_markdown(width, level=2)]
+    elif width.get("skipped"):
+        lines += ["", "## How wide is wide enough", "", f"Not run: {width['skipped']}."]
     if report.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     env = report["environment"]

@@ -3,6 +3,8 @@
 * :mod:`ntkdr.kernels.relu` -- :func:`two_layer_ntk`, :func:`fc_relu_kernels` and their diagonals;
 * :mod:`ntkdr.kernels.activations` -- :func:`fc_kernels`, deep FC kernels for relu, leaky_relu,
   abrelu, abs, erf, gelu, sign and identity (neural-tangents' ``stax`` conventions);
+* :mod:`ntkdr.kernels.factorized` -- :func:`factorized_fc_kernels`, the deep kernel of a net whose first
+  layer is factorized (the kernel of ``sqrt(k / d) S x``);
 * :mod:`ntkdr.kernels.engine` -- the tiling machinery every analytic kernel runs on;
 * :mod:`ntkdr.kernels.operator` -- :class:`AnalyticNTK` (also ``NTK``) / :class:`KernelOptions`, the kernel as an object
   with ``K(X, Z)``, ``K.diag(X)`` and ``K.matvec(X, v)``;
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 from ntkdr.kernels.activations import ACTIVATIONS, fc_kernels
+from ntkdr.kernels.factorized import factorized_fc_kernels, factorized_inputs
 from ntkdr.kernels.operator import NTK, AnalyticNTK, KernelOptions
 from ntkdr.kernels.relu import (
     fc_relu_kernels,
@@ -32,4 +35,6 @@ __all__ = [
     "ACTIVATIONS",
     "two_layer_ntk_diag",
     "fc_relu_kernels_diag",
+    "factorized_fc_kernels",
+    "factorized_inputs",
 ]

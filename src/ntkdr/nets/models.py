@@ -108,7 +108,7 @@ def _check_input(
 
 
 def _renormalize_rows(F: torch.Tensor) -> torch.Tensor:
-    return F / F.norm(dim=1, keepdim=True).clamp_min(torch.finfo(F.dtype).tiny)
+    return F / F.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(F.dtype).tiny)
 
 
 class TwoLayerReLU(nn.Module):
