@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ntkdr.experiment import RunConfig, _error, _recommend, _stats
+from ntkdr.experiment import RunConfig, _recommend, _stats
+from ntkdr.experiment.certify import task_error as _error
 
 
 def _entry(kind, k, lam, bound):

@@ -56,16 +56,47 @@ def run_command(args: argparse.Namespace) -> None:
 
 
 def certify_command(args: argparse.Namespace) -> None:
-    """The main job without training: the guarantees and a recommended k, as JSON."""
-    args.train = False
-    cfg = run_config(args)
-    if args.output:  # fail before the work, not after it
-        make_output_dir(Path(args.output).parent)
-    report = experiment.run_experiment(cfg)
-    if args.output:
-        write_text_atomic(args.output, json.dumps(json_clean(report), indent=1) + "\n")
-    if not args.quiet:
-        print_summary(report, {"markdown": args.output or "(not written)"})
+    """The main job without training: the guarantees and a recommended k, as JSON.
+
+    With ``--output FILE.json`` every finished configuration is written atomically to
+    ``FILE.json.parts/``; ``--resume`` continues from there after an interruption (the same
+    JSON, timings aside); without ``--resume`` old parts are discarded.  The parts are removed
+    once ``FILE.json`` is written.  Under ``torchrun`` (gloo) the ranks share the kernel's row
+    blocks (the matrix-free method, the single-process numbers); rank 0 writes and prints.
+    """
+    import shutil
+
+    from ntkdr.training import distributed as D
+
+    owned = not D.is_distributed()  # a group made here is destroyed here
+    rank, _ = D.init_from_env(backend="gloo")
+    try:
+        args.train = False
+        cfg = run_config(args)
+        parts = None
+        if args.output:  # fail before the work, not after it
+            make_output_dir(Path(args.output).parent)
+            parts = Path(str(args.output) + ".parts")
+            if not args.resume and parts.exists() and rank == 0:
+                shutil.rmtree(parts)
+            D.barrier()
+            cfg.parts_dir = str(parts)
+        elif args.resume:
+            raise ValueError(
+                "--resume needs --output FILE.json (finished configurations are kept beside it)"
+            )
+        report = experiment.run_experiment(cfg)
+        if rank != 0:
+            return
+        if args.output:
+            write_text_atomic(args.output, json.dumps(json_clean(report), indent=1) + "\n")
+            if parts is not None and parts.exists():
+                shutil.rmtree(parts)
+        if not args.quiet:
+            print_summary(report, {"markdown": args.output or "(not written)"})
+    finally:
+        if owned:
+            D.cleanup()
 
 
 def train_command(args: argparse.Namespace) -> None:

@@ -28,4 +28,14 @@ def print_summary(report: dict[str, Any], paths: dict[str, str]) -> None:
         print(f"recommended k = {rec['k']} ({rec['kind']}), tolerance {rec['tolerance']}")
     else:
         print(f"no k in the grid is within tolerance {rec['tolerance']} of the dense values")
+    cert = report.get("certificate")
+    if cert:
+        runs = [report["dense"].get("certificate")] + [
+            c for e in report["sketched"] for c in (e.get("certificate") or [])
+        ]
+        status = [c["lambda_min"]["status"] for c in runs if c]
+        print(
+            f"certificate: {cert['method']}; lambda_min intervals: "
+            f"{status.count('certified')} certified, {status.count('estimate')} estimate"
+        )
     print(f"report: {paths['markdown']} ({report['wall_seconds']:.1f} s)")

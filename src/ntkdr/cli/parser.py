@@ -99,7 +99,31 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
         help="floating point type (default float64)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or tables")
-    p.add_argument("--verbose", action="store_true", help="show tracebacks on error")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="tracebacks on error; the certificate method, why, and a line per configuration",
+    )
+
+
+def _add_certificate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--method",
+        choices=("auto", "exact", "cholesky", "cholesky-inplace", "matrix-free"),
+        help="certificate method (default auto: by n and the memory budget; --verbose says which)",
+    )
+    p.add_argument(
+        "--max-memory",
+        type=_bytes,
+        metavar="SIZE",
+        help="memory budget of the certificate, e.g. 8GiB (default: the memory available)",
+    )
+    p.add_argument(
+        "--lower-bound",
+        choices=("tight", "fast"),
+        help="tight (default): lambda_min certified to ~1e-5; fast: one factorization per "
+        "sketched kernel, a looser proven lower bound",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="report directory (default ./ntkdr-report/)",
     )
     p.add_argument("--quick", action="store_true", help="small, fast version (seconds)")
+    _add_certificate_args(p)
     _add_common_args(p)
     p.set_defaults(func=_command("run"))
 
@@ -171,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seeds", type=int, help="sketch seeds per (kind, k) (default 3)")
     p.add_argument("--output", metavar="FILE.json", help="also write the evidence as JSON")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from FILE.json.parts/ (needs --output)",
+    )
+    _add_certificate_args(p)
     _add_common_args(p)
     p.set_defaults(func=_command("certify"))
 

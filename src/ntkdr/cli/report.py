@@ -127,6 +127,43 @@ def _ratio(a: Any, b: Any) -> float | None:
     return a / b
 
 
+def _interval_text(iv: dict[str, Any], spec: str = ".6g") -> str:
+    lo = "-inf" if iv["lower"] == float("-inf") else format(iv["lower"], spec)
+    return f"{format(iv['value'], spec)} [{lo}, {format(iv['upper'], spec)}] {iv['status']}"
+
+
+def certificate_lines(report: dict[str, Any]) -> list[str]:
+    """The report's certificate section: method, assumptions, intervals per configuration."""
+    cert = report.get("certificate")
+    if not cert:
+        return []
+    lines = [
+        "## Certificate",
+        "",
+        f"Method **{cert['method']}**: {cert['reason']}.  ",
+        f"Assumptions: {cert['assumptions']}.  ",
+        f"Status: {cert['status_meaning']}.",
+        "",
+        "| kernel | seed | method | λmin [lower, upper] | bound, true labels [lower, upper] "
+        "| bound, random labels [lower, upper] |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = [("dense", "", report["dense"].get("certificate"))]
+    for e in report["sketched"]:
+        for seed, c in zip(e["seeds"], e.get("certificate") or []):
+            rows.append((f"{e['kind']} k = {e['k']}", seed, c))
+    for name, seed, c in rows:
+        if not c:
+            continue
+        b = c["bound"]
+        rnd = _interval_text(b["random"]) if "random" in b else "—"
+        lines.append(
+            f"| {name} | {seed} | {c['method']} | {_interval_text(c['lambda_min'])} "
+            f"| {_interval_text(b['true'])} | {rnd} |"
+        )
+    return lines + [""]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     ds, cfg, rec = report["dataset"], report["config"], report["recommended_k"]
     lines = [
@@ -159,6 +196,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [
         f"| {kind} | {k if k is not None else 'none'} |" for kind, k in rec["per_kind"].items()
     ]
+    lines += [""] + certificate_lines(report)
     dense = report["dense"]
     if not dense.get("is_pd", True):
         lines += ["", f"**Warning:** {dense.get('pd_message')}"]

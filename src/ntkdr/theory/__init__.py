@@ -8,7 +8,11 @@
 * :mod:`ntkdr.theory.width` -- :func:`width_requirements` (Du et al., ICLR 2019, Thm 4.1 and
   Arora et al. Thm 4.1) and :func:`jl_min_dim` (Johnson-Lindenstrauss minimum dimension);
 * :mod:`ntkdr.theory.cost` -- :func:`cost` (also :func:`cost_model`): parameters and
-  multiply-adds of dense vs factorized two-layer networks.
+  multiply-adds of dense vs factorized two-layer networks;
+* :mod:`ntkdr.theory.certificate` -- the certificate engine: :func:`certify_matrix`,
+  :func:`certify_inplace`, :func:`certify_operator` return a :class:`Certificate` (lambda_min,
+  lambda_max, y^T H^-1 y and the bounds with proven intervals where a proof exists), methods in
+  ``certificate_dense`` / ``certificate_free``, proofs and quadrature in ``certificate_linalg``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ from ntkdr.theory.bounds import (
     generalization_bound,
     predicted_loss,
     predicted_trajectory,
+)
+from ntkdr.theory.certificate import (
+    Certificate,
+    certify_inplace,
+    certify_matrix,
+    certify_operator,
+    choose_method,
 )
 from ntkdr.theory.cost import cost, cost_model
 from ntkdr.theory.spectra import (
@@ -32,6 +43,11 @@ from ntkdr.theory.spectra import (
 from ntkdr.theory.width import CONSTANTS_NOTE, jl_min_dim, width_requirements
 
 __all__ = [
+    "Certificate",
+    "certify_matrix",
+    "certify_inplace",
+    "certify_operator",
+    "choose_method",
     "SingularKernelWarning",
     "BoundResult",
     "eigh",

@@ -7,6 +7,12 @@ configuration with its loss curve next to the predicted trajectory (Arora et al.
 Thm 4.1, linearised around the initial outputs); test errors of the trained network and
 of NTK regression; parameter / multiply-add counts and measured seconds; a recommended k.
 
+The kernel side of every configuration -- lambda_min, lambda_max, y^T H^-1 y and the bounds, the
+NTK-regression test error, with proven intervals where a proof exists -- comes from the
+certificate engine (:mod:`ntkdr.theory.certificate`), driven over the (kind, k, seed) grid by
+:mod:`ntkdr.experiment.certify` (method chosen by size, per-configuration progress and parts on
+disk for ``ntkdr certify --resume``).
+
 The result is a plain JSON-serialisable dict (schema in the README, ``SCHEMA_VERSION``).
 """
 
@@ -23,8 +29,10 @@ import numpy as np
 import torch
 
 from ntkdr import validation as V
+from ntkdr.experiment.certify import task_error
+from ntkdr.theory.certificate import METHODS
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 DEFAULT_SKETCHES = ("gaussian", "sparse", "srht", "pca")
 DEFAULT_KS = (16, 32, 64, 128, 256)
 
@@ -51,6 +59,11 @@ class RunConfig:
     quiet: bool = False
     inference_repeats: int = 5
     train: bool = True
+    method: str = "auto"
+    max_memory: float | None = None
+    verbose: bool = False
+    parts_dir: str | None = None
+    lower_bound: str = "tight"
 
     def validate(self) -> None:
         from ntkdr.sketches import SKETCH_KINDS
@@ -69,6 +82,10 @@ class RunConfig:
                 V.check_int(getattr(self, name), name, min_value=1)
         V.resolve_dtype(self.dtype)
         V.resolve_device(self.device)
+        V.check_choice(self.method, "certificate method", ("auto", *METHODS))
+        V.check_choice(self.lower_bound, "lower bound", ("tight", "fast"))
+        if self.max_memory is not None:
+            V.check_real(self.max_memory, "max_memory", positive=True)
 
 
 @dataclass
@@ -116,75 +133,6 @@ def _stats(values: list[float]) -> dict[str, Any]:
     }
 
 
-def _error(pred: np.ndarray, Y: np.ndarray, task: str) -> float:
-    """Classification error (sign for a +-1 task, argmax for one-hot); mean squared error for regression."""
-    if task == "regression":
-        return float(np.mean((pred - Y) ** 2))
-    if Y.ndim == 1:
-        return float(np.mean(np.sign(pred) != Y))
-    return float(np.mean(pred.argmax(1) != Y.argmax(1)))
-
-
-class _Evaluator:
-    """Kernel-side quantities for one feature matrix (dense X or sketched S X)."""
-
-    def __init__(
-        self, task: _Task, Y_random: np.ndarray, dtype: torch.dtype, device: torch.device | None
-    ):
-        self.task, self.Y_random, self.dtype, self.device = task, Y_random, dtype, device
-
-    def kernel_quantities(
-        self, F: np.ndarray, F_test: np.ndarray, keep_spectrum: bool
-    ) -> dict[str, Any]:
-        from ntkdr.kernels import two_layer_ntk
-        from ntkdr.regression import kernel_ridge_fit
-        from ntkdr.theory import generalization_bound
-
-        Ft = torch.as_tensor(F, dtype=self.dtype, device=self.device)
-        H_native = two_layer_ntk(Ft)
-        H = H_native.to(torch.float64)
-        eig = torch.linalg.eigvalsh(H)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # non-PD is recorded in the result instead
-            # The kernel's own dtype decides what "numerically PD" means (a float32 kernel is
-            # judged with float32 round-off, not the float64 of the cast).
-            b_true = generalization_bound(H_native, self._per_output(self.task.Y), eigenvalues=eig)
-            b_rand = generalization_bound(
-                H_native, self._per_output(self.Y_random), eigenvalues=eig
-            )
-        out: dict[str, Any] = {
-            "lambda_min": float(eig[0]),
-            "lambda_max": float(eig[-1]),
-            "bound_true": float(b_true.value),
-            "bound_random": float(b_rand.value),
-            "bound_total_true": float(b_true.total),
-            "is_pd": bool(b_true.is_pd),
-            "pd_message": b_true.message,
-        }
-        H_test = two_layer_ntk(
-            torch.as_tensor(F_test, dtype=self.dtype, device=self.device), Ft
-        ).to(torch.float64)
-        try:
-            alpha = kernel_ridge_fit(
-                H, torch.as_tensor(self.task.Y, dtype=torch.float64, device=H.device), ridge=0.0
-            )
-            out["regression_test_error"] = _error(
-                (H_test @ alpha).cpu().numpy(), self.task.Y_test, self.task.task
-            )
-        except ValueError as exc:  # not numerically PD: no silent jitter, say so
-            out["regression_test_error"] = float("nan")
-            out["regression_message"] = str(exc)
-        if keep_spectrum:
-            out["spectrum"] = [float(v) for v in eig.flip(0).cpu()]
-        return out
-
-    @staticmethod
-    def _per_output(Y: np.ndarray) -> np.ndarray:
-        # Multi-output bound is reported per class and averaged: scale so the summed
-        # complexity sum_c y_c^T H^-1 y_c becomes the mean over classes.
-        return Y if Y.ndim == 1 else Y / np.sqrt(Y.shape[1])
-
-
 def _train_one(task: _Task, cfg: RunConfig, sketch, dtype: torch.dtype, device) -> dict[str, Any]:
     from ntkdr.kernels import two_layer_ntk
     from ntkdr.nets.models import TwoLayerReLU
@@ -221,7 +169,7 @@ def _train_one(task: _Task, cfg: RunConfig, sketch, dtype: torch.dtype, device) 
         "loss": [float(v) for v in hist.train_loss],
         "predicted_loss": [float(0.5 * v * v) for v in np.asarray(predicted)],
         "final_train_loss": float(hist.train_loss[-1]),
-        "test_error": _error(pred_test, task.Y_test, task.task),
+        "test_error": task_error(pred_test, task.Y_test, task.task),
         "seconds_per_step": float(hist.seconds_per_step),
         "seconds_per_inference_example": float(infer),
         "weight_change_fro": float(hist.weight_change_fro[-1])
@@ -285,12 +233,27 @@ def _environment(device) -> dict[str, Any]:
     }
 
 
+def _logger(cfg: RunConfig):
+    """``--verbose`` lines (method, per-configuration seconds) to stderr (also with ``--quiet``,
+    which silences progress bars and tables), else nothing."""
+    import sys
+
+    def log(line: str) -> None:
+        if cfg.verbose:
+            print(f"ntkdr: {line}", file=sys.stderr, flush=True)
+
+    return log
+
+
 def run_experiment(cfg: RunConfig) -> dict[str, Any]:
     """Run the main job and return the report dict (see the README for its schema)."""
     from tqdm.auto import tqdm
 
+    from ntkdr.experiment.certify import certify_grid, config_id, kernel_quantities
     from ntkdr.sketches import make_sketch
     from ntkdr.theory import cost, jl_min_dim, width_requirements
+    from ntkdr.theory.certificate import ASSUMPTIONS, choose_method
+    from ntkdr.training.distributed import world_size
 
     start = time.perf_counter()
     dtype = V.resolve_dtype(cfg.dtype) or torch.float64  # validated: never None
@@ -312,7 +275,6 @@ def run_experiment(cfg: RunConfig) -> dict[str, Any]:
 
     rng = np.random.default_rng(cfg.seed + 1)
     Y_random = rng.permutation(task.Y) if task.Y.ndim == 2 else rng.choice([-1.0, 1.0], size=n)
-    ev = _Evaluator(task, Y_random, dtype, device)
 
     ks = [k for k in cfg.ks if k <= d]
     if len(ks) < len(cfg.ks):
@@ -325,33 +287,60 @@ def run_experiment(cfg: RunConfig) -> dict[str, Any]:
         for k in ks
         for s in range(1 if kind == "pca" else cfg.seeds)
     ]
+    # the method for this n, or a one-line ValueError before any work (budget too small)
+    method, reason = choose_method(n, cfg.max_memory, world_size())
+    if cfg.method != "auto":
+        method, reason = cfg.method, f"method {cfg.method!r} requested"
+    log = _logger(cfg)
+    log(f"certificate: {method} for n = {n} ({reason}); {1 + len(jobs)} kernels")
+
+    sketches: dict[tuple[str, int, int], Any] = {}
+
+    def sketch(kind: str, k: int, s: int):
+        if (kind, k, s) not in sketches:
+            sk = make_sketch(kind, d, k, seed=cfg.seed + s, renormalize=True).fit(task.X)
+            sketches[(kind, k, s)] = sk
+        return sketches[(kind, k, s)]
+
+    def features(kind: str, k: int, s: int):
+        sk = sketch(kind, k, s)
+        return sk(task.X), sk(task.X_test)
+
+    grid = certify_grid(
+        task.X,
+        task.Y,
+        Y_random=Y_random,
+        X_test=task.X_test,
+        Y_test=task.Y_test,
+        task=task.task,
+        jobs=jobs,
+        make_features=features,
+        method=cfg.method,
+        max_memory=cfg.max_memory,
+        dtype=dtype,
+        parts_dir=cfg.parts_dir,
+        settings={"seed": cfg.seed, "dtype": cfg.dtype, "tolerance": cfg.tolerance},
+        progress=not cfg.quiet,
+        log=log if cfg.verbose else None,
+        lower_bound=cfg.lower_bound,
+    )
     n_train_jobs = (1 + len(cfg.sketches) * len(ks)) if cfg.train else 0
     bar = tqdm(
-        total=1 + len(jobs) + n_train_jobs,
-        desc="ntkdr run",
-        disable=True if cfg.quiet else None,
-        leave=False,
+        total=n_train_jobs, desc="ntkdr run", disable=True if cfg.quiet else None, leave=False
     )
-
-    dense = ev.kernel_quantities(task.X, task.X_test, keep_spectrum=True)
+    dense = kernel_quantities(grid[config_id(None, None, None)])
     dense["cost"] = cost(d, cfg.width, None, None, n)
-    bar.update()
     if cfg.train:
         dense["net"] = _train_one(task, cfg, None, dtype, device)
         bar.update()
 
     per_cfg: dict[tuple[str, int], list[dict]] = {}
-    sketch0: dict[tuple[str, int], Any] = {}
     for kind, k, s in jobs:
-        sk = make_sketch(kind, d, k, seed=cfg.seed + s, renormalize=True).fit(task.X)
-        res = ev.kernel_quantities(sk(task.X), sk(task.X_test), keep_spectrum=(s == 0))
-        per_cfg.setdefault((kind, k), []).append(res)
-        if s == 0:
-            sketch0[(kind, k)] = sk
-        bar.update()
+        per_cfg.setdefault((kind, k), []).append(kernel_quantities(grid[config_id(kind, k, s)]))
 
     sketched = []
     for (kind, k), runs in per_cfg.items():
+        sk0 = sketch(kind, k, 0)
         entry: dict[str, Any] = {
             "kind": kind,
             "k": k,
@@ -364,12 +353,14 @@ def run_experiment(cfg: RunConfig) -> dict[str, Any]:
             "regression_test_error": _stats([r["regression_test_error"] for r in runs]),
             "all_pd": all(r["is_pd"] for r in runs),
             "spectrum": runs[0]["spectrum"],
-            "cost": cost(
-                d, cfg.width, k, kind, n, s=sketch0[(kind, k)].s if kind == "sparse" else None
-            ),
+            "certificate": [r["certificate"] for r in runs],
+            "cost": cost(d, cfg.width, k, kind, n, s=sk0.s if kind == "sparse" else None),
         }
+        for i, r in enumerate(runs):
+            if not r["is_pd"]:
+                notes.append(f"{kind} k = {k} seed {cfg.seed + i}: {r['pd_message']}")
         if cfg.train:
-            entry["net"] = _train_one(task, cfg, sketch0[(kind, k)], dtype, device)
+            entry["net"] = _train_one(task, cfg, sk0, dtype, device)
             bar.update()
         sketched.append(entry)
     bar.close()
@@ -400,6 +391,13 @@ def run_experiment(cfg: RunConfig) -> dict[str, Any]:
             "jl_min_dim_eps_0.5": jl_min_dim(n, 0.5),
             "note": "constants hidden in O(.) are set to 1; bounds are Arora et al. 2019 Thm 5.1 "
             "(sqrt(2 y^T H^-1 y / n)) and widths Du et al. 2019 / Arora et al. 2019 Thm 4.1",
+        },
+        "certificate": {
+            "method": method,
+            "reason": reason,
+            "assumptions": ASSUMPTIONS,
+            "status_meaning": "certified: [lower, upper] is proven for the computed float64 "
+            "kernel matrix; estimate: no proof, the interval (if any) is indicative",
         },
         "notes": notes,
         "environment": _environment(device),
