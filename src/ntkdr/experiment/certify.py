@@ -285,7 +285,8 @@ def certify_grid(
     todo = [(None, None, None), *jobs]
     hints: dict[str | None, float] = {}  # smallest lambda_min so far, per kind (None: dense)
     results: dict[str, dict[str, Any]] = {}
-    bar = tqdm(total=len(todo), desc="certify", disable=not progress, leave=False)
+    # None: tqdm shows the bar only on a terminal
+    bar = tqdm(total=len(todo), desc="certify", disable=None if progress else True, leave=False)
     for kind, k, s in todo:
         cid = config_id(kind, k, s)
         bar.set_postfix_str(cid)

@@ -388,7 +388,7 @@ def _compute_tiles(
     if progress and r == 0:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(mine), desc="kernel tiles", unit="tile", leave=False)
+        bar = tqdm(total=len(mine), desc="kernel tiles", unit="tile", leave=False, disable=None)
     try:
         with bar, torch.no_grad():
             for i in mine:
