@@ -8,6 +8,7 @@ Each subcommand's ``func`` is its body in :mod:`ntkdr.cli.commands` (compare and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 from collections.abc import Callable
 
@@ -309,10 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fraction_or_int(text: str) -> int | float:
-    try:
+    with contextlib.suppress(ValueError):  # "64" is a k, "0.25" a fraction of in_features
         return int(text)
-    except ValueError:
-        pass
     try:
         return float(text)
     except ValueError:
