@@ -31,7 +31,7 @@ def atomic_path(
     ``fsync``: flush the temporary's bytes to disk before the rename (crash safety, not only
     atomicity).  ``makedirs``: create the folder first.  ``tmp_name``: a fixed name for the
     temporary (for a file with a single writer whose leftovers are cleaned up by name);
-    default a fresh ``.{name}.XXXX{suffix}`` from :func:`tempfile.mkstemp`.
+    default a fresh ``.{name}.<random>{suffix}`` from :func:`tempfile.mkstemp`.
     """
     target = Path(path)
     if makedirs:
