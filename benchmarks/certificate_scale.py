@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--method", default="auto")
     p.add_argument("--max-memory", type=float, default=None)
-    p.add_argument("--lower-bound", choices=("tight", "fast"), default="tight")
+    p.add_argument("--lower-bound", choices=("auto", "proven", "none"), default="auto")
     p.add_argument("--record", help="append the result as one JSON line to this file")
     args = p.parse_args(argv)
     if args.what == "accuracy" and args.method == "auto":

@@ -12,6 +12,7 @@ import os
 import numpy as np
 import pytest
 import scipy.linalg as sl
+import scipy.sparse.linalg as sla
 import torch
 
 from ntkdr.data import load_dataset
@@ -114,20 +115,87 @@ def certify_matrix_k(F, y, yr, method):
     return C.certify_matrix(two_layer_ntk(np.asarray(F)), y, yr, method=method)
 
 
-def test_one_factorization_route_same_values_looser_proof(mnist):
+def _sketched_k(ds, seed=1):
+    F = make_sketch("gaussian", ds.X_train.shape[1], 32, seed=seed, renormalize=True)
+    return F.fit(ds.X_train)(ds.X_train)
+
+
+def test_unproven_route_same_values_says_estimate(mnist):
     ds, yr = mnist
-    F = make_sketch("gaussian", ds.X_train.shape[1], 32, seed=1, renormalize=True).fit(ds.X_train)
-    F = F(ds.X_train)
+    F = _sketched_k(ds)
     ev, comps = _exact(F, [ds.y_train, yr])
     K = two_layer_ntk(F)
-    cert = C.certify_matrix(K, ds.y_train, yr, method="cholesky", shift=0.5 * ev[0], tighten=False)
-    assert cert.details["factorizations"] == 1 and cert.details["pcg_iterations"] > 1
+    cert = C.certify_matrix(K, ds.y_train, yr, method="cholesky", proven=False)
+    assert cert.details["factorizations"] == 0 and cert.details["route"] == "float32 preconditioner"
+    _check(cert, ev, comps, F.shape[0], certified=False)
+    assert cert.lambda_min["status"] == "estimate" and cert.lambda_min["lower"] == -math.inf
+    assert all(b["status"] == "estimate" for b in cert.bound.values())
+    proven = C.certify_matrix(K, ds.y_train, yr, method="cholesky")
+    assert proven.details["factorizations"] == 1
+    assert proven.lambda_min["value"] == cert.lambda_min["value"]
+
+
+def test_float64_route_takes_over_where_float32_cannot_decide(mnist, monkeypatch):
+    ds, yr = mnist
+    F = _sketched_k(ds, seed=2)
+    ev, comps = _exact(F, [ds.y_train, yr])
+    K = two_layer_ntk(F)
+    monkeypatch.setattr(LA, "float32_cholesky", lambda *a, **kw: (None, math.nan))
+    cert = C.certify_matrix(K, ds.y_train, yr, method="cholesky", proven=False)
+    assert cert.details["route"] == "float64" and cert.details["factorizations"] == 2
     _check(cert, ev, comps, F.shape[0], certified=True)
-    assert cert.lambda_min["lower"] == pytest.approx(0.5 * ev[0], rel=1e-6)
-    # a shift above lambda_min fails and falls back to the unshifted, tightened route
-    cert = C.certify_matrix(K, ds.y_train, yr, method="cholesky", shift=2 * ev[0], tighten=False)
-    assert cert.details["first_shift_failed"] and cert.details["factorizations"] == 3
+
+
+def test_unconverged_lanczos_falls_back_to_the_float64_route(mnist, monkeypatch):
+    ds, yr = mnist
+    F = _sketched_k(ds, seed=3)
+    ev, comps = _exact(F, [ds.y_train, yr])
+    real = LA.lanczos_bottom
+
+    def first_fails(solve, n, shift, count=4, **kw):
+        if "v0" in kw:  # the float32 route's call
+            raise sla.ArpackNoConvergence("no convergence", np.zeros(0), np.zeros((n, 0)))
+        return real(solve, n, shift, count, **kw)
+
+    monkeypatch.setattr(LA, "lanczos_bottom", first_fails)
+    cert = C.certify_matrix(two_layer_ntk(F), ds.y_train, yr, method="cholesky")
+    assert cert.details["route"] == "float64"
     _check(cert, ev, comps, F.shape[0], certified=True)
+
+
+def test_float32_preconditioner_of_an_ill_conditioned_matrix():
+    rng = np.random.default_rng(0)
+    n = 200
+    Q = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    K = (Q * np.logspace(-12, 0, n)) @ Q.T
+    K = (K + K.T) / 2
+    buf = np.empty((n, n), dtype=np.float32)
+    factor, tau = LA.float32_cholesky(K, buf)
+    assert factor is not None and tau > 0  # float32 cannot factor kappa = 1e12 unshifted
+    R = factor.astype(np.float64)
+    assert np.allclose(np.triu(R).T @ np.triu(R), K + tau * np.eye(n), atol=1e-5)
+    K2 = np.diag(np.linspace(1.0, 2.0, n))
+    factor, tau = LA.float32_cholesky(K2, buf)
+    assert tau == 0.0
+    x = LA.solve32_fn(factor)(np.ones((n, 1)))
+    assert x.dtype == np.float64 and np.allclose(x[:, 0], 1 / np.diag(K2), rtol=1e-6)
+
+
+def test_residual_quadrature_brackets_from_any_approximate_solution():
+    rng = np.random.default_rng(1)
+    n = 150
+    A = rng.standard_normal((n, n))
+    K = A @ A.T / n + 0.05 * np.eye(n)
+    B = rng.standard_normal((n, 3))
+    exact = np.einsum("ij,ij->j", B, np.linalg.solve(K, B))
+    lam = float(np.linalg.eigvalsh(K)[0])
+    for noise in (1e-12, 1e-6, 1e-2):
+        X = np.linalg.solve(K, B) + noise * rng.standard_normal((n, 3))
+        value, lower, upper = LA.residual_quadrature(K.__matmul__, X, B, lam, np.linalg.norm(K))
+        assert np.all(lower <= exact) and np.all(exact <= upper)
+        assert np.all(np.abs(value - exact) <= 1e3 * noise**2 * np.abs(exact) + 1e-10)
+    _, _, upper = LA.residual_quadrature(K.__matmul__, X, B, None, np.linalg.norm(K))
+    assert np.all(np.isinf(upper))
 
 
 def test_inplace_method_matches_exact_with_one_buffer(mnist):
@@ -195,7 +263,7 @@ def test_method_choice_and_budget_errors():
 # --------------------------------------------------------------------------------------------
 # the grid: progress, atomic parts, resume
 # --------------------------------------------------------------------------------------------
-def _grid(tmp, ds, yr, log=None, lower_bound="tight", method="auto"):
+def _grid(tmp, ds, yr, log=None, lower_bound="auto", method="auto"):
     def feats(kind, k, s):
         sk = make_sketch(kind, ds.X_train.shape[1], k, seed=s, renormalize=True).fit(ds.X_train)
         return sk(ds.X_train), sk(ds.X_test)
@@ -235,17 +303,18 @@ def test_grid_resume_gives_the_same_results(mnist, tmp_path):
         assert json_equal(a, b), cid
 
 
-def test_grid_fast_lower_bounds_same_point_values(mnist):
+def test_grid_unproven_lower_bounds_same_point_values(mnist):
     ds, yr = mnist
-    tight = _grid(None, ds, yr, method="cholesky")
-    fast = _grid(None, ds, yr, lower_bound="fast", method="cholesky")
-    for cid in tight:
-        t, f = tight[cid], fast[cid]
-        assert f["lambda_min"]["value"] == pytest.approx(t["lambda_min"]["value"], rel=1e-10)
-        assert f["bound"]["true"]["value"] == pytest.approx(t["bound"]["true"]["value"], rel=1e-10)
-        assert f["lambda_min"]["status"] == "certified"
-        assert f["lambda_min"]["lower"] <= t["lambda_min"]["lower"]
-    assert fast["srht-k32-s0"]["details"]["factorizations"] == 1
+    proven = _grid(None, ds, yr, method="cholesky")
+    none = _grid(None, ds, yr, lower_bound="none", method="cholesky")
+    for cid in proven:
+        p, e = proven[cid], none[cid]
+        assert e["lambda_min"]["value"] == p["lambda_min"]["value"]
+        assert e["bound"]["true"]["value"] == pytest.approx(p["bound"]["true"]["value"], rel=1e-12)
+        assert p["lambda_min"]["status"] == "certified" and e["lambda_min"]["status"] == "estimate"
+        assert e["details"]["factorizations"] == 0
+    with pytest.raises(ValueError, match="lower_bound must be one of 'auto', 'proven', 'none'"):
+        _grid(None, ds, yr, lower_bound="tight")
 
 
 def json_equal(a, b):

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ntkdr import validation as V
-from ntkdr.experiment.certify import task_error
+from ntkdr.experiment.certify import LOWER_BOUNDS, task_error
 from ntkdr.theory.certificate import METHODS
 
 SCHEMA_VERSION = "1.1"
@@ -63,7 +63,7 @@ class RunConfig:
     max_memory: float | None = None
     verbose: bool = False
     parts_dir: str | None = None
-    lower_bound: str = "tight"
+    lower_bound: str = "auto"
 
     def validate(self) -> None:
         from ntkdr.sketches import SKETCH_KINDS
@@ -83,7 +83,7 @@ class RunConfig:
         V.resolve_dtype(self.dtype)
         V.resolve_device(self.device)
         V.check_choice(self.method, "certificate method", ("auto", *METHODS))
-        V.check_choice(self.lower_bound, "lower bound", ("tight", "fast"))
+        V.check_choice(self.lower_bound, "lower bound", LOWER_BOUNDS)
         if self.max_memory is not None:
             V.check_real(self.max_memory, "max_memory", positive=True)
 

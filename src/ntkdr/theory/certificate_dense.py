@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import scipy.linalg
+import scipy.sparse.linalg
+import torch
 
 from ntkdr.theory import certificate_linalg as LA
 
@@ -75,29 +77,15 @@ def _prove(
     n: int,
     refactor: Callable[[float], LA.CholeskyProof],
     details: dict[str, Any],
-    tighten: bool = True,
 ) -> dict[str, Any]:
-    """Solves, bounds and the certifying factorization, given the point value ``theta``.
-
-    ``tighten=False`` keeps the first factorization's proof when it was of a shifted matrix
-    (``lambda_min >= shift - margin``, proven but loose) and skips the second factorization.
-    """
+    """Solves, bounds and the certifying factorization, given the point value ``theta``."""
     from ntkdr.theory.certificate import TIGHT_GAP, _interval, _not_pd
 
     msg = _not_pd(theta, lmax, n, eps, proof0.ok)
     lam = _interval(theta, -math.inf, theta_upper, False)
     comp: dict[str, dict[str, Any]] = {}
     alpha = None
-    if msg is None and not tighten and proof0.lower > 0:
-        solve = LA.cho_solve_fn(proof0.factor)
-        comp, alpha, its = _quadrature(matvec, solve, targets, _radau_node(proof0, proof0.lower))
-        lam = _interval(theta, proof0.lower, theta_upper, True)
-        details["lambda_min_proof"] = (
-            f"Cholesky of K - {proof0.shift:.6g} I succeeded (rounding margin "
-            f"{proof0.margin:.2e}); not tightened"
-        )
-        details["pcg_iterations"] = its
-    elif msg is None:
+    if msg is None:
         solve = LA.cho_solve_fn(proof0.factor)
         sigma = theta * (1.0 - TIGHT_GAP) - 2 * proof0.margin
         # the quadrature needs the first factor: run it before the buffer is reused
@@ -160,6 +148,119 @@ def _smallest_eigenvalue(K: np.ndarray) -> float:
     )
 
 
+def _mixed_route(
+    K: np.ndarray, targets: dict, *, top: int, eps: float, proven: bool, max_abs: float, clock
+) -> dict[str, Any] | None:
+    """``cholesky`` on the formed ``K``: a float32 factor preconditions everything, float64
+    products decide the numbers, one float64 factorization (of ``K - sigma I``) proves.
+
+    Steps: the top of the spectrum by Lanczos on the float32 copy (``lambda_max`` re-evaluated
+    as a Rayleigh quotient on ``K``); the float32 factor; PCG on every target (3-5 steps);
+    ``lambda_min`` by shift-invert Lanczos with the float32 factor as the inverse, the Rayleigh
+    quotient of its Ritz vector on ``K`` its value; with ``proven`` a
+    float64 Cholesky of ``K - sigma I``, ``sigma = lambda (1 - 1e-5)``, proves the lower end and,
+    with the residuals, the intervals on ``y^T K^-1 y`` (:func:`LA.residual_quadrature`).
+    Returns ``None`` where this route cannot decide (the float32 factorization or the proof
+    failed): the caller takes the float64 route.
+    """
+    from ntkdr.theory.certificate import TIGHT_GAP, _interval, _not_pd
+
+    n = K.shape[0]
+    details: dict[str, Any] = {"timings": clock.times, "route": "float32 preconditioner"}
+    frob = float(np.linalg.norm(K)) * (1.0 + LA.gamma(n * n))
+    buf32 = np.empty(K.shape, dtype=np.float32)
+    LA.copy_to_float32(K, buf32)
+    matvec = LA.matmul_fn(K)
+    matvec32 = LA.matmul_fn(buf32)
+    vals, W = LA.lanczos_top(matvec32, n, min(top, n - 1), vectors=True)
+    w = W[:, 0]
+    lmax = float(w @ matvec(w) / (w @ w))  # on K itself: the float32 copy's error squared
+    top_vals = [lmax, *(float(v) for v in vals[1:])]
+    del matvec32
+    clock.lap("lanczos_top")
+    factor, tau = LA.float32_cholesky(K, buf32, filled=True)
+    clock.lap("first_factorization")
+    if factor is None:
+        return None
+    details["float32_shift"] = tau
+    P = LA.solve32_fn(factor)
+    B = np.concatenate(list(targets.values()), axis=1)
+    res = LA.pcg_quadrature(matvec, P, B, None, rtol=1e-15, maxiter=60)
+    details["pcg_iterations"] = res.iterations
+    clock.lap("solves")
+    try:  # the bottom of K is the well separated top of (R^T R)^-1
+        _, V = LA.lanczos_bottom(P, n, 0.0, 1, tol=1e-8, v0=P(_start(n)), maxiter=100)
+    except scipy.sparse.linalg.ArpackNoConvergence:
+        return None
+    v = V[:, 0]
+    theta = float(v @ matvec(v) / (v @ v))
+    details["eigensolver"] = (
+        "shift-invert Lanczos with the float32 factor, Rayleigh quotient on K (bottom); "
+        "Lanczos on the float32 copy, Rayleigh quotient on K (top)"
+    )
+    del buf32, factor, P  # free the float32 copy before the proof's buffer
+    clock.lap("eigenvalues")
+    theta_upper = theta + LA.rayleigh_margin(n, max_abs)
+    msg = _not_pd(theta, lmax, n, eps, True)
+    lam = _interval(theta, -math.inf, theta_upper, False)
+    lam_lower = None
+    if msg is None and proven:
+        trace = float(np.trace(K))
+        sigma = theta * (1.0 - TIGHT_GAP) - 2 * LA.gamma(n + 1) * trace
+        buf = np.empty_like(K)
+        proof = LA.shifted_cholesky(K, sigma, buf)
+        del buf
+        details["factorizations"] = 1
+        if not proof.ok:
+            return None
+        lam_lower = proof.lower
+        lam = _interval(theta, proof.lower, theta_upper, True)
+        details["lambda_min_proof"] = (
+            f"Cholesky of K - {sigma:.6g} I succeeded (rounding margin {proof.margin:.2e})"
+        )
+    else:
+        details["factorizations"] = 0
+        details["lambda_min_proof"] = "none requested: lambda_min's lower end is not proven"
+    clock.lap("proof")
+    comp: dict[str, dict[str, Any]] = {}
+    alpha = None
+    if msg is None:
+        # without a proof the estimate theta stands in for lambda_min: an estimated upper end
+        value, lower, upper = LA.residual_quadrature(
+            matvec, res.x, B, lam_lower if proven else theta, frob
+        )
+        j = 0
+        for key, T in targets.items():
+            c = T.shape[1]
+            if key == "true":
+                alpha = res.x[:, j : j + c]
+            comp[key] = _interval(
+                float(value[j : j + c].sum()),
+                float(lower[j : j + c].sum()),
+                float(upper[j : j + c].sum()),
+                proven,
+            )
+            j += c
+    else:
+        comp = {key: _interval(math.inf, math.inf, math.inf, False) for key in targets}
+    clock.lap("bounds")
+    return {
+        "lambda_min": lam,
+        "lambda_max": lmax,
+        "complexity": comp,
+        "alpha": alpha,
+        "is_pd": msg is None,
+        "pd_message": msg,
+        "details": details,
+        "top": top_vals,
+        "spectrum": None,
+    }
+
+
+def _start(n: int) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal(n)
+
+
 def certify_in_memory(
     K: np.ndarray,
     targets: dict,
@@ -167,33 +268,30 @@ def certify_in_memory(
     *,
     top: int,
     eps: float,
-    shift: float | None = None,
-    tighten: bool = True,
+    proven: bool = True,
 ) -> dict[str, Any]:
-    """``exact`` / ``cholesky`` on the formed ``K`` (kept): one more n x n float64 buffer.
+    """``exact`` / ``cholesky`` on the formed ``K`` (kept).
 
-    ``shift`` (``cholesky`` only): factor ``K - shift I`` first (a guess below ``lambda_min``,
-    e.g. half the value of a similar kernel); on success that factor preconditions the solves
-    and the shift-invert Lanczos and proves ``lambda_min >= shift - margin``; on failure the
-    unshifted route is taken.  ``tighten``: add the certifying factorization just below the
-    Ritz value (always done when the first factorization is unshifted).
+    ``cholesky`` takes :func:`_mixed_route` (peak: ``K``, its float32 copy, then one float64
+    buffer for the proof); where that route cannot decide, and for ``exact``, the float64 route:
+    ``K = R^T R`` (one more n x n float64 buffer), the full ``eigh`` (``exact``) or shift-invert
+    Lanczos with ``R``, and the certifying factorization of ``K - sigma I`` (always proven).
+    ``proven=False`` skips the proof of the lower end of ``lambda_min`` (status ``estimate``).
     """
     n = K.shape[0]
     clock = _Clock()
-    max_abs = float(np.max(np.abs(K)))
-    details: dict[str, Any] = {"factorizations": 1, "timings": clock.times}
+    lo, hi = torch.aminmax(torch.from_numpy(K))  # no n x n temporary, unlike np.abs
+    max_abs = max(-float(lo), float(hi))
+    if method == "cholesky":
+        core = _mixed_route(
+            K, targets, top=top, eps=eps, proven=proven, max_abs=max_abs, clock=clock
+        )
+        if core is not None:
+            return core
+    details: dict[str, Any] = {"factorizations": 1, "timings": clock.times, "route": "float64"}
     spectrum = None
     buf = np.empty_like(K)
-    proof0 = None
-    if shift is not None and shift > 0 and method == "cholesky":
-        proof0 = LA.shifted_cholesky(K, shift, buf)
-        details["first_shift"] = shift
-        if not proof0.ok:  # the guess was above lambda_min: start over unshifted
-            details["factorizations"] += 1
-            details["first_shift_failed"] = True
-            proof0 = None
-    if proof0 is None:
-        proof0 = LA.shifted_cholesky(K, 0.0, buf)
+    proof0 = LA.shifted_cholesky(K, 0.0, buf)
     clock.lap("first_factorization")
     solve = LA.cho_solve_fn(proof0.factor) if proof0.ok else None
     if method == "exact":
@@ -231,7 +329,6 @@ def certify_in_memory(
         n,
         lambda sigma: LA.shifted_cholesky(K, sigma, buf),
         details,
-        tighten or proof0.shift <= 0,
     )
     clock.lap("solves_and_proof")
     core.update(top=top_vals, spectrum=spectrum)

@@ -26,6 +26,13 @@ their output into statements:
   (mu (gamma_k^(mu) - gamma_k) + delta_{k+1})``, ``delta_{k+1} = r_{k+1}^T z_{k+1} / r_k^T z_k``.
   These are exact-arithmetic statements; the few CG steps used here (the preconditioner is a
   Cholesky factor of ``K`` or of ``K - sigma I``) keep their rounding at ``O(kappa(M^-1 K) u)``.
+* :func:`residual_quadrature` -- the same interval from any approximate solution ``x`` and its
+  residual: ``b^T K^-1 b = b^T x + x^T r + r^T K^-1 r`` with ``0 <= r^T K^-1 r <= ||r||^2 /
+  lambda_min``, the rounding of ``r`` bounded through ``||K||_F``.  Used with the float32
+  factor below, whose PCG reaches float64 residuals in a few steps.
+* :func:`float32_cholesky` / :func:`solve32_fn` -- a float32 Cholesky factor of ``K`` (a third
+  of the time of the float64 one) as the preconditioner of float64 PCG and as the inverse of
+  shift-invert Lanczos; it proves nothing, the float64 products decide the numbers.
 * :func:`lanczos_bottom` / :func:`lanczos_top` -- Ritz values (implicitly restarted Lanczos,
   ARPACK) of ``(K - sigma I)^-1`` (shift-invert, so the bottom of the spectrum becomes its
   well separated top) and of ``K``.  Every Ritz value of the bottom is re-evaluated as the
@@ -38,6 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -53,6 +61,11 @@ __all__ = [
     "rayleigh_margin",
     "QuadratureResult",
     "pcg_quadrature",
+    "copy_to_float32",
+    "float32_cholesky",
+    "solve32_fn",
+    "matmul_fn",
+    "residual_quadrature",
     "lanczos_bottom",
     "lanczos_top",
 ]
@@ -220,6 +233,119 @@ def _v0(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(n)
 
 
+def copy_to_float32(K: np.ndarray, buffer: np.ndarray) -> None:
+    """``buffer[...] = K`` rounded to float32 (``torch`` ``copy_``: multi-threaded, measured
+    ~6x faster than ``np.copyto`` at n = 12000 on 2 cores)."""
+    import torch
+
+    torch.from_numpy(buffer).copy_(torch.from_numpy(K))
+
+
+def float32_cholesky(
+    K: np.ndarray, buffer: np.ndarray, filled: bool = False
+) -> tuple[np.ndarray | None, float]:
+    """Float32 Cholesky factor of ``K + tau I`` in the float32 ``buffer`` (``K`` is kept): a
+    preconditioner, never a proof.
+
+    ``filled``: ``buffer`` already holds ``K`` in float32 (saves the first copy).  ``tau`` is
+    0, or, when the float32 factorization of an ill-conditioned ``K`` breaks down, the smallest
+    of ``2^-20, 2^-14, 2^-8`` times the mean diagonal that lets it finish; it changes the
+    preconditioner only, not the matrix whose numbers are reported.  Returns ``(factor, tau)``
+    (upper factor in the Fortran view of ``buffer``; ``(None, nan)`` if every try failed).
+    A third of the time of the float64 factorization at half its memory (LAPACK ``spotrf``).
+    """
+    n = K.shape[0]
+    scale = float(np.mean(np.diagonal(K)))
+    for tau in (0.0, 2.0**-20 * scale, 2.0**-14 * scale, 2.0**-8 * scale):
+        if not (filled and tau == 0.0):
+            copy_to_float32(K, buffer)
+        if tau:
+            buffer.flat[:: n + 1] += np.float32(tau)
+        view = buffer.T
+        c, info = scipy.linalg.lapack.spotrf(view, lower=0, clean=0, overwrite_a=1)
+        if not np.shares_memory(c, buffer):
+            view[...] = c
+        if info == 0 and bool(np.all(np.diagonal(buffer) > 0)):
+            return buffer.T, tau
+    return None, math.nan
+
+
+def solve32_fn(factor: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """``B -> (R^T R)^-1 B`` with a float32 upper factor: solved in float32, returned in float64.
+
+    Two ``torch.linalg.solve_triangular`` calls on the lower triangle ``R^T`` (the C-order view
+    of the buffer): measured 5-8x faster than ``scipy.linalg.cho_solve`` (LAPACK ``spotrs``) at
+    n = 12000 on 2 cores (0.023 s vs 0.19 s for one vector).  Rounding makes it a slightly
+    inexact operator -- fine for a preconditioner (PCG, LOBPCG) and for shift-invert Ritz
+    vectors, whose Rayleigh quotients are then taken on the float64 ``K``.
+    """
+    import torch
+
+    L = torch.from_numpy(factor.T)  # R^T, lower triangular, C-contiguous
+
+    def solve(b: np.ndarray) -> np.ndarray:
+        B = torch.from_numpy(np.asarray(b, dtype=np.float32).reshape(L.shape[0], -1))
+        Y = torch.linalg.solve_triangular(L, B, upper=False)
+        X = torch.linalg.solve_triangular(L.T, Y, upper=True)
+        return np.asarray(X.numpy(), dtype=np.float64).reshape(np.shape(b))
+
+    return solve
+
+
+def matmul_fn(K: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """``V -> K V`` through ``torch.mm`` on the shared memory of ``K`` (float64): measured 2-3x
+    faster than numpy's ``@`` for blocks of 4-16 columns at n = 12000 on 2 cores."""
+    import torch
+
+    Kt = torch.from_numpy(K)
+
+    def matvec(V: np.ndarray) -> np.ndarray:
+        Vt = torch.from_numpy(np.ascontiguousarray(V, dtype=K.dtype).reshape(K.shape[0], -1))
+        return (Kt @ Vt).numpy().reshape(np.shape(V))
+
+    return matvec
+
+
+def residual_quadrature(
+    matvec: Callable[[np.ndarray], np.ndarray],
+    X: np.ndarray,
+    B: np.ndarray,
+    lam_lower: float | None,
+    frobenius: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(value, lower, upper)`` per column of ``B`` for ``b^T K^-1 b`` from approximate solutions
+    ``X`` (any solver), proven with their residual ``r = b - K x``.
+
+    Exactly ``b^T K^-1 b = b^T x + x^T r + r^T K^-1 r`` and ``0 <= r^T K^-1 r <= ||r||^2 /
+    lambda_min``, so with a proven ``lam_lower <= lambda_min(K)`` the interval
+    ``[b^T x + x^T r, b^T x + x^T r + ||r||^2 / lam_lower]`` holds; the rounding of the computed
+    residual, ``|fl(r) - r| <= gamma_{n+1} (|b| + |K| |x|)`` with ``|| |K| |x| || <= ||K||_F ||x||``
+    (``frobenius``: an upper bound on ``||K||_F``), and of the dot products (``gamma_n |u|^T |v|``)
+    widen it.  ``lam_lower`` ``None``: the upper end is ``inf``.  The value is
+    ``b^T x + x^T r`` (its error is ``r^T K^-1 r``, second order in the residual).
+    """
+    X = X.reshape(B.shape)
+    Rm = B - matvec(X).reshape(B.shape)
+    n = B.shape[0]
+    g, g1 = gamma(n), gamma(n + 1)
+    bx = np.einsum("ij,ij->j", B, X)
+    xr = np.einsum("ij,ij->j", X, Rm)
+    xnorm = np.linalg.norm(X, axis=0)
+    rnorm = np.linalg.norm(Rm, axis=0)
+    delta = g1 * (np.linalg.norm(B, axis=0) + frobenius * xnorm)
+    dots = g * (
+        np.einsum("ij,ij->j", np.abs(B), np.abs(X)) + np.einsum("ij,ij->j", np.abs(X), np.abs(Rm))
+    )
+    slack = xnorm * delta + dots
+    value = bx + xr
+    lower = value - slack
+    if lam_lower is not None and lam_lower > 0:
+        upper = value + slack + (rnorm + delta) ** 2 / lam_lower
+    else:
+        upper = np.full_like(value, math.inf)
+    return value, lower, upper
+
+
 def lanczos_bottom(
     solve: Callable[[np.ndarray], np.ndarray],
     n: int,
@@ -228,17 +354,21 @@ def lanczos_bottom(
     *,
     tol: float = 1e-12,
     seed: int = 0,
+    v0: np.ndarray | None = None,
+    maxiter: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Smallest ``count`` eigenpairs of ``K`` by shift-invert Lanczos on ``(K - shift I)^-1``.
 
-    ``solve`` applies ``(K - shift I)^-1``.  Returns ``(eigenvalues ascending, vectors (n, count))``
+    ``solve`` applies ``(K - shift I)^-1``; ``v0``: starting vector (default: seeded Gaussian);
+    ``maxiter``: ARPACK restarts (``ArpackNoConvergence`` beyond).  Returns ``(eigenvalues ascending, vectors (n, count))``
     where eigenvalue ``i`` is ``shift + 1 / mu_i`` for the Ritz values ``mu_i`` of the inverse
     (ARPACK ``eigsh``, ``which="LA"``: the smallest eigenvalues of ``K`` are the largest of the
     inverse, their relative gaps amplified).
     """
     count = max(1, min(count, n - 1))
     op = sla.LinearOperator((n, n), matvec=solve, matmat=solve, dtype=np.float64)
-    mu, V = sla.eigsh(op, k=count, which="LA", tol=tol, v0=_v0(n, seed))
+    start = _v0(n, seed) if v0 is None else v0
+    mu, V = sla.eigsh(op, k=count, which="LA", tol=tol, v0=start, maxiter=maxiter)
     order = np.argsort(-mu)
     mu, V = mu[order], V[:, order]
     return shift + 1.0 / mu, V
@@ -251,8 +381,10 @@ def lanczos_top(
     *,
     tol: float = 1e-10,
     seed: int = 0,
-) -> np.ndarray:
-    """Largest ``count`` Ritz values of ``K`` (ARPACK ``eigsh``, ``which="LA"``), descending.
+    vectors: bool = False,
+) -> Any:
+    """Largest ``count`` Ritz values of ``K`` (ARPACK ``eigsh``, ``which="LA"``), descending
+    (with ``vectors``: ``(values, vectors)``, the vectors in the same order).
 
     Measured against block subspace iteration (12 GEMMs with 20 columns, Rayleigh-Ritz) at
     n = 2000: Lanczos was 1.1-2.5x faster and exact to round-off, where the block method was
@@ -260,5 +392,11 @@ def lanczos_top(
     """
     count = max(1, min(count, n - 1))
     op = sla.LinearOperator((n, n), matvec=matvec, matmat=matvec, dtype=np.float64)
-    vals = sla.eigsh(op, k=count, which="LA", tol=tol, v0=_v0(n, seed), return_eigenvectors=False)
-    return np.sort(vals)[::-1]
+    if not vectors:
+        vals = sla.eigsh(
+            op, k=count, which="LA", tol=tol, v0=_v0(n, seed), return_eigenvectors=False
+        )
+        return np.sort(vals)[::-1]
+    vals, V = sla.eigsh(op, k=count, which="LA", tol=tol, v0=_v0(n, seed))
+    order = np.argsort(-vals)
+    return vals[order], V[:, order]
