@@ -247,6 +247,16 @@ def test_not_pd_warns_names_and_goes_on(mnist):
         assert math.isnan(cert.regression_test_error)
 
 
+def test_lower_bound_policy_by_size():
+    from ntkdr.experiment.certify import PROOF_AUTO_MAX_N, lower_bound_policy
+
+    assert lower_bound_policy("auto", PROOF_AUTO_MAX_N)[0] is True
+    proven, reason = lower_bound_policy("auto", PROOF_AUTO_MAX_N + 1)
+    assert proven is False and "--lower-bound proven" in reason
+    assert lower_bound_policy("proven", 10**6)[0] is True
+    assert lower_bound_policy("none", 10)[0] is False
+
+
 def test_method_choice_and_budget_errors():
     assert C.choose_method(500)[0] == "exact"
     assert C.choose_method(5000, max_memory=2**31)[0] == "cholesky"

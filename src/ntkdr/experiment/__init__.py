@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from ntkdr import validation as V
-from ntkdr.experiment.certify import LOWER_BOUNDS, task_error
+from ntkdr.experiment.certify import LOWER_BOUNDS, lower_bound_policy, task_error
 from ntkdr.theory.certificate import METHODS
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 DEFAULT_SKETCHES = ("gaussian", "sparse", "srht", "pca")
 DEFAULT_KS = (16, 32, 64, 128, 256)
 
@@ -293,6 +293,9 @@ def run_experiment(cfg: RunConfig) -> dict[str, Any]:
         method, reason = cfg.method, f"method {cfg.method!r} requested"
     log = _logger(cfg)
     log(f"certificate: {method} for n = {n} ({reason}); {1 + len(jobs)} kernels")
+    proven, proof_reason = lower_bound_policy(cfg.lower_bound, n)
+    if method == "cholesky":
+        log(f"lower bounds: {proof_reason}")
 
     sketches: dict[tuple[str, int, int], Any] = {}
 
@@ -395,6 +398,13 @@ def run_experiment(cfg: RunConfig) -> dict[str, Any]:
         "certificate": {
             "method": method,
             "reason": reason,
+            "lower_bound": {
+                "choice": cfg.lower_bound,
+                "proven": proven if method == "cholesky" else method != "matrix-free",
+                "reason": proof_reason
+                if method == "cholesky"
+                else "exact / cholesky-inplace always prove; matrix-free never does",
+            },
             "assumptions": ASSUMPTIONS,
             "status_meaning": "certified: [lower, upper] is proven for the computed float64 "
             "kernel matrix; estimate: no proof, the interval (if any) is indicative",

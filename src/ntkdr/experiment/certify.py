@@ -46,6 +46,7 @@ __all__ = [
     "task_error",
     "GRID_VERSION",
     "LOWER_BOUNDS",
+    "lower_bound_policy",
     "PROOF_AUTO_MAX_N",
 ]
 
@@ -108,6 +109,7 @@ def certify_features(
     dtype: Any = torch.float64,
     name: str = "K",
     proven: bool = True,
+    work: Any = None,
 ) -> Certificate:
     """Certificate of ``K = H1(F, F)`` (two-layer NTK, first layer trained) for targets ``Y``.
 
@@ -117,7 +119,9 @@ def certify_features(
     ``method``: ``"auto"`` (:func:`ntkdr.theory.certificate.choose_method`, by size and
     ``max_memory`` bytes) or ``"exact"`` / ``"cholesky"`` / ``"matrix-free"``; ``dtype``: the
     dtype the kernel is evaluated in (the linear algebra is float64); ``proven``: see
-    :func:`ntkdr.theory.certificate.certify_matrix` (``cholesky`` only).
+    :func:`ntkdr.theory.certificate.certify_matrix` (``cholesky`` only); ``work``: a
+    :class:`ntkdr.theory.certificate_dense.Workspace` holding the kernel and factor buffers
+    from one call to the next (a grid).
     """
     from ntkdr.kernels import AnalyticNTK, KernelOptions, two_layer_ntk, two_layer_ntk_diag
     from ntkdr.training.distributed import world_size
@@ -157,7 +161,11 @@ def certify_features(
         )
     else:
         t0 = time.perf_counter()
-        K = two_layer_ntk(Ft).to(torch.float64).numpy()
+        if work is not None:
+            K = work.get("kernel", n)
+            two_layer_ntk(Ft, out=K)
+        else:
+            K = two_layer_ntk(Ft).to(torch.float64).numpy()
         t_kernel = time.perf_counter() - t0
         cert = certify_matrix(
             K,
@@ -168,6 +176,7 @@ def certify_features(
             name=name,
             reason=reason,
             proven=proven,
+            work=work,
         )
         del K
         cert.details.setdefault("timings", {})["kernel"] = t_kernel
@@ -236,6 +245,25 @@ def _load_parts(parts: Path, fingerprint: str) -> dict[str, dict]:
     return done
 
 
+def lower_bound_policy(lower_bound: str, n: int) -> tuple[bool, str]:
+    """``(proven, reason)``: whether the ``cholesky`` method proves each ``lambda_min`` (one
+    float64 factorization per configuration) for ``--lower-bound`` ``lower_bound`` at ``n``."""
+    if lower_bound not in LOWER_BOUNDS:
+        raise ValueError(
+            f"lower_bound must be one of {', '.join(map(repr, LOWER_BOUNDS))}, got {lower_bound!r}"
+        )
+    if lower_bound == "proven":
+        return True, "proven requested: a float64 factorization of H - sigma I per kernel"
+    if lower_bound == "none":
+        return False, "none requested: no proof of the lower ends (intervals marked estimate)"
+    if n <= PROOF_AUTO_MAX_N:
+        return True, f"n = {n} <= {PROOF_AUTO_MAX_N}: proven (the proof costs about one kernel)"
+    return False, (
+        f"n = {n} > {PROOF_AUTO_MAX_N}: no proof of the lower ends (a float64 factorization "
+        "costs several kernels each; --lower-bound proven asks for it)"
+    )
+
+
 def certify_grid(
     X: np.ndarray,
     Y: np.ndarray,
@@ -269,11 +297,7 @@ def certify_grid(
     time) or ``"auto"`` (``proven`` while ``n <=`` :data:`PROOF_AUTO_MAX_N`, where a proof costs
     about as much as forming the kernel; ``none`` beyond).
     """
-    if lower_bound not in LOWER_BOUNDS:
-        raise ValueError(
-            f"lower_bound must be one of {', '.join(map(repr, LOWER_BOUNDS))}, got {lower_bound!r}"
-        )
-    proven = lower_bound == "proven" or (lower_bound == "auto" and len(X) <= PROOF_AUTO_MAX_N)
+    proven, _ = lower_bound_policy(lower_bound, len(X))
     from tqdm.auto import tqdm
 
     from ntkdr.training.distributed import rank
@@ -292,6 +316,9 @@ def certify_grid(
                 parts / "fingerprint.json", {"fingerprint": fp, "version": GRID_VERSION}
             )
     todo = [(None, None, None), *jobs]
+    from ntkdr.theory.certificate_dense import Workspace
+
+    work = Workspace()  # n x n buffers reused by every configuration
     results: dict[str, dict[str, Any]] = {}
     # None: tqdm shows the bar only on a terminal
     bar = tqdm(total=len(todo), desc="certify", disable=None if progress else True, leave=False)
@@ -323,6 +350,7 @@ def certify_grid(
                 dtype=dtype,
                 name=cid,
                 proven=proven,
+                work=work,
             )
         for w in caught:  # re-emit (named by the configuration) outside the recording
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
