@@ -109,7 +109,6 @@ def certify_features(
     dtype: Any = torch.float64,
     name: str = "K",
     proven: bool = True,
-    work: Any = None,
 ) -> Certificate:
     """Certificate of ``K = H1(F, F)`` (two-layer NTK, first layer trained) for targets ``Y``.
 
@@ -119,9 +118,7 @@ def certify_features(
     ``method``: ``"auto"`` (:func:`ntkdr.theory.certificate.choose_method`, by size and
     ``max_memory`` bytes) or ``"exact"`` / ``"cholesky"`` / ``"matrix-free"``; ``dtype``: the
     dtype the kernel is evaluated in (the linear algebra is float64); ``proven``: see
-    :func:`ntkdr.theory.certificate.certify_matrix` (``cholesky`` only); ``work``: a
-    :class:`ntkdr.theory.certificate_dense.Workspace` holding the kernel and factor buffers
-    from one call to the next (a grid).
+    :func:`ntkdr.theory.certificate.certify_matrix` (``cholesky`` only).
     """
     from ntkdr.kernels import AnalyticNTK, KernelOptions, two_layer_ntk, two_layer_ntk_diag
     from ntkdr.training.distributed import world_size
@@ -161,11 +158,7 @@ def certify_features(
         )
     else:
         t0 = time.perf_counter()
-        if work is not None:
-            K = work.get("kernel", n)
-            two_layer_ntk(Ft, out=K)
-        else:
-            K = two_layer_ntk(Ft).to(torch.float64).numpy()
+        K = two_layer_ntk(Ft).to(torch.float64).numpy()
         t_kernel = time.perf_counter() - t0
         cert = certify_matrix(
             K,
@@ -176,7 +169,6 @@ def certify_features(
             name=name,
             reason=reason,
             proven=proven,
-            work=work,
         )
         del K
         cert.details.setdefault("timings", {})["kernel"] = t_kernel
@@ -316,9 +308,6 @@ def certify_grid(
                 parts / "fingerprint.json", {"fingerprint": fp, "version": GRID_VERSION}
             )
     todo = [(None, None, None), *jobs]
-    from ntkdr.theory.certificate_dense import Workspace
-
-    work = Workspace()  # n x n buffers reused by every configuration
     results: dict[str, dict[str, Any]] = {}
     # None: tqdm shows the bar only on a terminal
     bar = tqdm(total=len(todo), desc="certify", disable=None if progress else True, leave=False)
@@ -350,7 +339,6 @@ def certify_grid(
                 dtype=dtype,
                 name=cid,
                 proven=proven,
-                work=work,
             )
         for w in caught:  # re-emit (named by the configuration) outside the recording
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

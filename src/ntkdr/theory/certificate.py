@@ -278,7 +278,6 @@ def certify_matrix(
     name: str = "K",
     reason: str | None = None,
     proven: bool = True,
-    work: Any = None,
 ) -> Certificate:
     """Certificate of the symmetric float64 kernel matrix ``K`` (n x n, kept unchanged).
 
@@ -290,8 +289,7 @@ def certify_matrix(
     ``Certificate.alpha`` holds ``K^-1 Y`` (``None`` when not PD) for predictions.
     ``proven=False`` (``cholesky`` only) skips the float64 factorization that proves the lower
     end of ``lambda_min`` and the intervals of ``y^T K^-1 y``: same point values, status
-    ``"estimate"``, about a third of the work.  ``work``: a
-    :class:`ntkdr.theory.certificate_dense.Workspace` whose n x n buffers are reused (a grid).
+    ``"estimate"``, about a third of the work.
     """
     t0 = time.perf_counter()
     K = np.ascontiguousarray(np.asarray(K, dtype=np.float64))
@@ -305,7 +303,7 @@ def certify_matrix(
         raise ValueError(f"certify_matrix: method must be 'exact' or 'cholesky', got {method!r}")
     from ntkdr.theory.certificate_dense import certify_in_memory
 
-    core = certify_in_memory(K, targets, method, top=top, eps=eps, proven=proven, work=work)
+    core = certify_in_memory(K, targets, method, top=top, eps=eps, proven=proven)
     return _finish(core, targets, n, method, reason or f"method {method!r}", name, t0)
 
 

@@ -25,29 +25,7 @@ import torch
 
 from ntkdr.theory import certificate_linalg as LA
 
-__all__ = ["Workspace", "certify_in_memory", "certify_inplace"]
-
-
-class Workspace:
-    """n x n buffers kept from one configuration of a grid to the next.
-
-    A fresh multi-GB array costs a page fault per 4 KiB page when first written: measured
-    0.3-2.8 s per GB on this project's 2-core machine, against 0.13 s to rewrite a warm one,
-    so the grid reuses its kernel, float32 and proof buffers.  ``release`` drops one.
-    """
-
-    def __init__(self) -> None:
-        self._buffers: dict[str, np.ndarray] = {}
-
-    def get(self, name: str, n: int, dtype: Any = np.float64) -> np.ndarray:
-        buf = self._buffers.get(name)
-        if buf is None or buf.shape != (n, n) or buf.dtype != np.dtype(dtype):
-            self._buffers.pop(name, None)  # free the old one before allocating
-            buf = self._buffers[name] = np.empty((n, n), dtype=dtype)
-        return buf
-
-    def release(self, name: str) -> None:
-        self._buffers.pop(name, None)
+__all__ = ["certify_in_memory", "certify_inplace"]
 
 
 def _radau_node(proof0: LA.CholeskyProof, lower_lmin: float | None) -> float | None:
@@ -179,7 +157,6 @@ def _mixed_route(
     proven: bool,
     max_abs: float,
     clock: _Clock,
-    work: Workspace,
 ) -> dict[str, Any] | None:
     """``cholesky`` on the formed ``K``: a float32 factor preconditions everything, float64
     products decide the numbers, one float64 factorization (of ``K - sigma I``) proves.
@@ -198,7 +175,7 @@ def _mixed_route(
     n = K.shape[0]
     details: dict[str, Any] = {"timings": clock.times, "route": "float32 preconditioner"}
     frob = float(np.linalg.norm(K)) * (1.0 + LA.gamma(n * n))
-    buf32 = work.get("float32", n, np.float32)
+    buf32 = np.empty(K.shape, dtype=np.float32)
     LA.copy_to_float32(K, buf32)
     matvec = LA.matmul_fn(K)
     matvec32 = LA.matmul_fn(buf32)
@@ -228,9 +205,7 @@ def _mixed_route(
         "shift-invert Lanczos with the float32 factor, Rayleigh quotient on K (bottom); "
         "Lanczos on the float32 copy, Rayleigh quotient on K (top)"
     )
-    del buf32, factor, P
-    if proven:  # free the float32 copy before the proof's buffer: 2 n^2 float64 at most
-        work.release("float32")
+    del buf32, factor, P  # free the float32 copy before the proof's buffer: 2 n^2 at most
     clock.lap("eigenvalues")
     theta_upper = theta + LA.rayleigh_margin(n, max_abs)
     msg = _not_pd(theta, lmax, n, eps, True)
@@ -239,7 +214,9 @@ def _mixed_route(
     if msg is None and proven:
         trace = float(np.trace(K))
         sigma = theta * (1.0 - TIGHT_GAP) - 2 * LA.gamma(n + 1) * trace
-        proof = LA.shifted_cholesky(K, sigma, work.get("float64", n))
+        buf = np.empty_like(K)
+        proof = LA.shifted_cholesky(K, sigma, buf)
+        del buf
         details["factorizations"] = 1
         if not proof.ok:
             return None
@@ -299,7 +276,6 @@ def certify_in_memory(
     top: int,
     eps: float,
     proven: bool = True,
-    work: Workspace | None = None,
 ) -> dict[str, Any]:
     """``exact`` / ``cholesky`` on the formed ``K`` (kept).
 
@@ -308,23 +284,20 @@ def certify_in_memory(
     ``K = R^T R`` (one more n x n float64 buffer), the full ``eigh`` (``exact``) or shift-invert
     Lanczos with ``R``, and the certifying factorization of ``K - sigma I`` (always proven).
     ``proven=False`` skips the proof of the lower end of ``lambda_min`` (status ``estimate``).
-    ``work``: buffers to reuse (a grid's :class:`Workspace`; default: fresh ones).
     """
     n = K.shape[0]
     clock = _Clock()
     lo, hi = torch.aminmax(torch.from_numpy(K))  # no n x n temporary, unlike np.abs
     max_abs = max(-float(lo), float(hi))
-    work = work if work is not None else Workspace()
     if method == "cholesky":
         core = _mixed_route(
-            K, targets, top=top, eps=eps, proven=proven, max_abs=max_abs, clock=clock, work=work
+            K, targets, top=top, eps=eps, proven=proven, max_abs=max_abs, clock=clock
         )
         if core is not None:
             return core
     details: dict[str, Any] = {"factorizations": 1, "timings": clock.times, "route": "float64"}
     spectrum = None
-    work.release("float32")
-    buf = work.get("float64", n)
+    buf = np.empty_like(K)
     proof0 = LA.shifted_cholesky(K, 0.0, buf)
     clock.lap("first_factorization")
     solve = LA.cho_solve_fn(proof0.factor) if proof0.ok else None
