@@ -81,7 +81,7 @@ def accuracy(args: argparse.Namespace) -> dict:
 
 
 def scale(args: argparse.Namespace) -> dict:
-    from ntkdr.experiment.certify import certify_grid
+    from ntkdr.experiment.certify import certify_grid, grid_jobs
     from ntkdr.kernels import two_layer_ntk
     from ntkdr.sketches import make_sketch
 
@@ -93,12 +93,7 @@ def scale(args: argparse.Namespace) -> dict:
     t_kernel = time.perf_counter() - t0
     del H
     yr = np.random.default_rng(1).choice([-1.0, 1.0], size=n)
-    jobs = [  # pca is deterministic: one seed, as in `ntkdr run` / `ntkdr certify`
-        (kind, k, s)
-        for kind in args.kinds
-        for k in args.ks
-        for s in range(1 if kind == "pca" else args.seeds)
-    ]
+    jobs = grid_jobs(args.kinds, args.ks, args.seeds)  # as `ntkdr run` / `ntkdr certify`
 
     def feats(kind, k, s):
         sk = make_sketch(kind, X.shape[1], k, seed=s, renormalize=True).fit(X)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ntkdr import validation as V
-from ntkdr.experiment.certify import LOWER_BOUNDS, lower_bound_policy, task_error
+from ntkdr.experiment.certify import LOWER_BOUNDS, grid_jobs, lower_bound_policy, task_error
 from ntkdr.theory.certificate import METHODS
 
 SCHEMA_VERSION = "1.2"
@@ -281,12 +281,7 @@ def run_experiment(cfg: RunConfig) -> dict[str, Any]:
         notes.append(f"skipped k > d = {d}: {[k for k in cfg.ks if k > d]}")
     if not ks:
         raise ValueError(f"every k in {list(cfg.ks)} exceeds the data dimension d = {d}")
-    jobs = [
-        (kind, k, s)
-        for kind in cfg.sketches
-        for k in ks
-        for s in range(1 if kind == "pca" else cfg.seeds)
-    ]
+    jobs = grid_jobs(cfg.sketches, ks, cfg.seeds)
     # the method for this n, or a one-line ValueError before any work (budget too small)
     method, reason = choose_method(n, cfg.max_memory, world_size())
     if cfg.method != "auto":

@@ -42,6 +42,7 @@ __all__ = [
     "certify_features",
     "certify_grid",
     "config_id",
+    "grid_jobs",
     "kernel_quantities",
     "task_error",
     "GRID_VERSION",
@@ -188,6 +189,13 @@ def certify_features(
 # --------------------------------------------------------------------------------------------
 # the grid, with resume
 # --------------------------------------------------------------------------------------------
+def grid_jobs(kinds: Sequence[str], ks: Sequence[int], seeds: int) -> list[tuple[str, int, int]]:
+    """The (kind, k, seed) jobs of a grid; ``pca`` is deterministic, so it gets one seed."""
+    return [
+        (kind, k, s) for kind in kinds for k in ks for s in range(1 if kind == "pca" else seeds)
+    ]
+
+
 def config_id(kind: str | None, k: int | None, seed: int | None) -> str:
     """File-name-safe id of a configuration (``dense`` for the dense kernel)."""
     return "dense" if kind is None else f"{kind}-k{k}-s{seed}"

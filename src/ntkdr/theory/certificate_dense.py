@@ -112,6 +112,11 @@ def _prove(
             comp[key] = _interval(math.inf, math.inf, math.inf, False)
         if proof0.ok:
             lam = _interval(theta, proof0.lower, theta_upper, True)
+    return _core(lam, lmax, comp, alpha, msg, details)
+
+
+def _core(lam, lmax, comp, alpha, msg, details) -> dict[str, Any]:
+    """The engine's per-configuration result (``top`` / ``spectrum`` are added by the caller)."""
     return {
         "lambda_min": lam,
         "lambda_max": lmax,
@@ -251,17 +256,9 @@ def _mixed_route(
     else:
         comp = {key: _interval(math.inf, math.inf, math.inf, False) for key in targets}
     clock.lap("bounds")
-    return {
-        "lambda_min": lam,
-        "lambda_max": lmax,
-        "complexity": comp,
-        "alpha": alpha,
-        "is_pd": msg is None,
-        "pd_message": msg,
-        "details": details,
-        "top": top_vals,
-        "spectrum": None,
-    }
+    core = _core(lam, lmax, comp, alpha, msg, details)
+    core.update(top=top_vals, spectrum=None)
+    return core
 
 
 def _start(n: int) -> np.ndarray:
