@@ -203,6 +203,36 @@ def test_closed_form_blocks_match_single_block(monkeypatch):
     np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-13)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("grad", ["closed_form", "autograd"])
+def test_pattern_flips_equal_a_brute_force_count(monkeypatch, dtype, grad):
+    """The blocked float flip count (dot products of 0 / 1 slabs) is the exact number of
+    entries of 1[F W^T >= 0] that differ from init, recounted with bool tensors from W."""
+    import ntkdr.training.gradients as T
+
+    monkeypatch.setattr(T, "_BLOCK_BYTES", 40 * 8 * 64)  # several column blocks
+    X, y = _unit_rows(40, 6, seed=8)
+    X[3] = 0.0  # a zero row: F W^T = 0 exactly, counted as >= 0 at every step
+    model = TwoLayerReLU(6, 300, dtype=dtype, seed=2)
+    W0 = model.W.detach().clone()
+    Ws = []
+    h = fit(
+        model,
+        X,
+        y,
+        6,
+        lr=0.5,
+        progress=False,
+        grad=grad,
+        callback=lambda t, mod, hist: Ws.append(mod.W.detach().clone()),
+    )
+    F = model.features(torch.as_tensor(X, dtype=dtype))
+    init = (F @ W0.T) >= 0
+    ref = [float(((F @ W.T >= 0) != init).sum()) / init.numel() for W in Ws]
+    assert h.pattern_flip_fraction == ref  # exact: counts are integers
+    assert ref[-1] > 0
+
+
 # ------------------------------------------------------------------------------------------
 # real data, step sizes, history
 # ------------------------------------------------------------------------------------------

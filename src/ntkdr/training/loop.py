@@ -91,7 +91,7 @@ from ntkdr.training.checkpoints import (
 # History / checkpoints, collectives, closed-form gradients and step-size rules live in their
 # own modules; the public names are re-exported here (``ntkdr.train.History`` etc.).
 from ntkdr.training.collectives import _Comm
-from ntkdr.training.gradients import _is_two_layer, _sketch_trained
+from ntkdr.training.gradients import InitPatterns, _is_two_layer, _sketch_trained
 from ntkdr.training.stepsize import LR_RULES, _empirical_kernel, _resolve_lr, _resume_lr
 from ntkdr.training.tracker import Tracker, _spectral_norm_sym
 from ntkdr.training.trainer import (
@@ -318,7 +318,7 @@ def fit(
                 Fm = model.features(Xt[sl])
             else:
                 Fm = torch.zeros(0, model.d_in, dtype=dtype, device=device)
-            mask0 = (Fm @ W0.T) >= 0
+            mask0 = InitPatterns(Fm, W0)
 
     hist = History(
         lr=float(lr_value),

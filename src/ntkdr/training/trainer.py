@@ -11,7 +11,12 @@ import torch
 from torch import nn
 
 from ntkdr.nets.models import model_dtype_device
-from ntkdr.training.gradients import ClosedFormGrads, _is_two_layer, _sketch_trained
+from ntkdr.training.gradients import (
+    ClosedFormGrads,
+    InitPatterns,
+    _is_two_layer,
+    _sketch_trained,
+)
 from ntkdr.validation import ArrayLike, as_labels, as_matrix, check_choice, check_int, check_real
 
 _NAN = float("nan")
@@ -127,7 +132,7 @@ class _Trainer:
         return None if count is None else count / (self.n * self.model.m)
 
     def compute_grads(
-        self, idx: torch.Tensor | None, mask0: torch.Tensor | None = None, stats: bool = False
+        self, idx: torch.Tensor | None, mask0: InitPatterns | None = None, stats: bool = False
     ):
         """Gradients of the batch loss into ``.grad``; returns (batch loss, flips, tracking seconds).
 
@@ -185,7 +190,7 @@ class _Trainer:
                 return self.model.forward_features(F)
             return self.model(X)
 
-    def train_eval(self, mask0: torch.Tensor | None):
+    def train_eval(self, mask0: InitPatterns | None):
         """Full training-set loss (and pattern flips for TwoLayerReLU) of the current model.
 
         Data parallel: each rank evaluates its shard (``mask0`` is the shard's) and the loss
@@ -196,7 +201,7 @@ class _Trainer:
             count = None if count is None else c
         return loss, self.flip_fraction(count)
 
-    def _eval_local(self, mask0: torch.Tensor | None):
+    def _eval_local(self, mask0: InitPatterns | None):
         sel = self.shard
         if _sel_len(sel, self.n) == 0:
             return 0.0, (0.0 if mask0 is not None else None)
@@ -211,7 +216,7 @@ class _Trainer:
                     return 0.5 * float((r * r).sum()), count
                 count = None
                 if mask0 is not None:
-                    count = float(((F @ m.W.T >= 0) != mask0).sum())
+                    count = mask0.count_all(F @ m.W.T)
                 u = m.forward_features(F)
                 return float(_half_sq(u.reshape(y.shape), y)), count
             u = self.model(_take(self.X, sel))
