@@ -60,6 +60,21 @@ def test_closed_form_equals_torch_func_float64(name, with_z):
     assert torch.equal(ntk(net, X, Z), closed)  # auto picks the closed form
 
 
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_closed_form_symmetric_tiles_equal_general_path(monkeypatch, name):
+    """Z = None computes the upper triangle in row tiles and mirrors it: exactly symmetric and
+    equal to the general (X, Z) path, and to torch.func, across several tiles."""
+    import ntkdr.nets.empirical as E
+
+    monkeypatch.setattr(E, "_SYM_ROWS", 3)
+    net = build(CONFIGS[name])
+    X = unit_rows(10, 12, seed=3)
+    sym = ntk(net, X, method="closed")
+    assert torch.equal(sym, sym.T)
+    torch.testing.assert_close(sym, ntk(net, X, X.clone(), method="closed"), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(sym, ntk(net, X, method="jacobian"), rtol=1e-12, atol=1e-12)
+
+
 def test_closed_form_uses_a_squared_and_requires_grad():
     net = build(dict(train_output=True))
     with torch.no_grad():

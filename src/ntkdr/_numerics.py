@@ -1,4 +1,4 @@
-"""Small exact floating-point helpers: scaling by powers of two (the one copy for kernels, sketches and theory)."""
+"""Small exact floating-point helpers: scaling by powers of two and mirroring a symmetric matrix (the one copy for kernels, nets, sketches and theory)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import math
 
 import torch
 
-__all__ = ["ldexp_exact", "times_pow2", "max_exponent", "ldexp_or_inf"]
+__all__ = ["ldexp_exact", "times_pow2", "max_exponent", "ldexp_or_inf", "mirror_upper_"]
+
+# Block size of the transposed copies that mirror the upper triangle.
+MIRROR_BLOCK = 256
 
 
 def ldexp_exact(X: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
@@ -34,3 +37,22 @@ def ldexp_or_inf(v: float, e: int) -> float:
         return math.ldexp(v, e)
     except OverflowError:
         return math.copysign(math.inf, v)
+
+
+def mirror_upper_(D: torch.Tensor) -> None:
+    """Make the square ``D`` exactly symmetric from its upper triangle, in place and in blocks.
+
+    The one mirroring helper: the tiled kernel engine (:mod:`ntkdr.kernels.engine`), the
+    out-of-core files (:mod:`ntkdr.kernels.tiles`) and the closed-form empirical NTK use it.
+    """
+    t = D.shape[0]
+    s = min(MIRROR_BLOCK, t)
+    r = torch.arange(s, device=D.device)
+    below = r[:, None] > r[None, :]
+    for i in range(0, t, s):
+        i1 = min(i + s, t)
+        k = i1 - i
+        blk = D[i:i1, i:i1]
+        blk.copy_(torch.where(below[:k, :k], blk.T, blk))
+        if i1 < t:
+            D[i1:, i:i1].copy_(D[i:i1, i1:].T)

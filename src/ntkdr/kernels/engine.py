@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from ntkdr._numerics import MIRROR_BLOCK as _MIRROR_BLOCK
+from ntkdr._numerics import mirror_upper_
 from ntkdr.memory import check_max_memory, working_budget
 from ntkdr.validation import as_matrix, check_int, check_same_d, to_output
 
@@ -29,8 +31,6 @@ _GPU_BLOCK = 1 << 24
 _SYM_TILE = 512
 # Rows per GEMM when writing a general (X, Z) result in place.
 _GEN_TILE = 2048
-# Block size of the transposed copies that mirror the upper triangle.
-_MIRROR_BLOCK = 256
 # Scratch buffers of every plan (two blocks of the elementwise working set).
 N_SCRATCH = 2
 
@@ -131,25 +131,6 @@ def _gib(nbytes: float) -> str:
 # --------------------------------------------------------------------------------------
 # The tiled engine
 # --------------------------------------------------------------------------------------
-
-
-def mirror_upper_(D: torch.Tensor) -> None:
-    """Make the square ``D`` exactly symmetric from its upper triangle, in place and in blocks.
-
-    The one mirroring helper: the tiled engine below and the out-of-core files
-    (:mod:`ntkdr.kernels.tiles`) both use it.
-    """
-    t = D.shape[0]
-    s = min(_MIRROR_BLOCK, t)
-    r = torch.arange(s, device=D.device)
-    below = r[:, None] > r[None, :]
-    for i in range(0, t, s):
-        i1 = min(i + s, t)
-        k = i1 - i
-        blk = D[i:i1, i:i1]
-        blk.copy_(torch.where(below[:k, :k], blk.T, blk))
-        if i1 < t:
-            D[i1:, i:i1].copy_(D[i:i1, i1:].T)
 
 
 def _mirror_strip(dst: torch.Tensor, src: torch.Tensor) -> None:
