@@ -24,6 +24,7 @@ TINY = {
     "inference": {"batch": 16, "d": 64, "m": 64, "k": 8},
     "empirical_closed": {"n": 32, "d": 16, "m": 64},
     "empirical_vs_torchfunc": {"n": 8, "d": 16, "m": 32},
+    "empirical_vs_nt": {"n": 8, "d": 16, "m": 32},
     # large enough (16 MiB result) that the peak-RSS growth is not lost in allocator noise
     "tiled_memory": {"n": 2048, "d": 16},
 }
@@ -38,6 +39,10 @@ def test_every_case_gives_a_finite_positive_ratio(results):
     assert [r["case"] for r in results] == list(bench.CASES)
     for r in results:
         assert r["error"] is None, r
+        if r["skipped"]:  # only the optional peer may be missing
+            assert r["case"] == "empirical_vs_nt" and "neural-tangents" in r["skipped"], r
+            assert r["ratio"] is None and r["passed"] is None
+            continue
         assert isinstance(r["ratio"], float) and math.isfinite(r["ratio"]) and r["ratio"] > 0, r
         assert r["sizes"] == {**bench.CASES[r["case"]].full, **TINY[r["case"]]}
         assert r["seconds"] and all(math.isfinite(v) and v > 0 for v in r["seconds"].values()), r
@@ -64,6 +69,11 @@ def test_limits_follow_the_sizes(results):
     assert lim["limit"] == pytest.approx(
         (s["gemm_d"] + s["elementwise"]) / (s["gemm_k"] + s["elementwise"])
     )
+    for name in ("two_layer_ntk", "deep_ntk"):  # the kernel's own upper-triangle GEMM
+        s = by[name]["seconds"]
+        assert by[name]["limit"] == pytest.approx(s["gemm_upper"] / s["gemm"])
+    for r in results:  # every measured case states its physical limit
+        assert r["skipped"] or (r["limit"] is not None and r["limit"] > 0 and r["limit_note"]), r
     mem = by["tiled_memory"]
     assert mem["result_bytes"] == 2048 * 2048 * 4
     assert mem["ratio"] == pytest.approx(mem["peak_bytes"] / mem["result_bytes"])

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from ntkdr.cli.bench_cases import _RUNNERS, CASES, _Case, _Context
+from ntkdr.cli.bench_cases import _RUNNERS, CASES, CaseSkipped, _Case, _Context
 from ntkdr.io import write_text_atomic
 from ntkdr.validation import check_choice, check_int, resolve_device
 
@@ -93,9 +93,10 @@ def run_benchmarks(
     (from minimum times), ``goal``, ``op`` (``"<="`` or ``">="``), ``passed`` (judged on
     ``ratio``), ``limit`` (a number or None), ``limit_note``, ``seconds`` / ``seconds_min``
     (median / minimum seconds of every timed function), ``samples`` (all timed seconds),
-    ``sizes``, ``load_average`` (at the start of the case), ``wall_seconds`` and ``error``
+    ``sizes``, ``load_average`` (at the start of the case), ``wall_seconds``, ``error``
     (None, or the message of an exception the case raised; such a case has ``ratio`` None and
-    ``passed`` False).
+    ``passed`` False) and ``skipped`` (None, or why the case could not run here, e.g. an optional
+    peer that is not installed; such a case has ``ratio`` and ``passed`` None).
     """
     repeats = check_int(repeats, "repeats", min_value=1)
     warmup = check_int(warmup, "warmup", min_value=0)
@@ -137,6 +138,7 @@ def run_benchmarks(
                 "seconds_min": {},
                 "samples": {},
                 "error": None,
+                "skipped": None,
                 "load_average": _loadavg(),
             }
             try:
@@ -158,6 +160,8 @@ def run_benchmarks(
                     samples=samples,
                     **extra,
                 )
+            except CaseSkipped as exc:  # an optional peer is missing: not measured, not failed
+                res.update(skipped=str(exc), passed=None)
             except (
                 RuntimeError,
                 ValueError,
@@ -222,6 +226,8 @@ def environment(device: Any = "cpu", threads: int | None = None) -> dict[str, An
 def _ratio_text(r: dict[str, Any], key: str = "ratio") -> str:
     if r.get("error"):
         return "ERROR " + r["error"] if key == "ratio" else "-"
+    if r.get("skipped"):
+        return "not measured: " + r["skipped"] if key == "ratio" else "-"
     x = r[key]
     return "n/a" if x is None else f"{x:.3g}x" if r["op"] == ">=" else f"{x:.3g}"
 
@@ -247,7 +253,11 @@ def _rows(results: list[dict[str, Any]]) -> list[list[str]]:
                 _ratio_text(r, "ratio_min"),
                 f"{r['op']} {r['goal']:g}",
                 _limit_text(r),
-                "error" if r.get("error") else ("yes" if r["passed"] else "NO"),
+                "error"
+                if r.get("error")
+                else "skipped"
+                if r.get("skipped")
+                else ("yes" if r["passed"] else "NO"),
                 _seconds_text(r),
             ]
         )
