@@ -181,6 +181,26 @@ def test_renormalize_is_honoured():
         torch.testing.assert_close(F.detach(), Y / Y.norm(dim=1, keepdim=True))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("out_dim", [1, 3])
+def test_no_grad_forward_in_column_blocks_equals_the_autograd_forward(monkeypatch, dtype, out_dim):
+    """Without autograd the hidden layer is summed in column blocks; with it, formed whole."""
+    import ntkdr.nets.models as M
+
+    monkeypatch.setattr(M, "_BLOCK_BYTES", 1)  # the minimum: 64-neuron blocks
+    net = TwoLayerReLU(10, 200, out_dim=out_dim, sketch=make_sketch("srht", 10, 6), dtype=dtype)
+    X = torch.randn(7, 10, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        blocked = net(X)
+    whole = net(X)
+    assert whole.requires_grad and not blocked.requires_grad
+    tol = 1e-6 if dtype == torch.float32 else 1e-13
+    torch.testing.assert_close(blocked, whole.detach(), rtol=tol, atol=tol)
+    H = torch.relu(net.features(X) @ net.W.T)  # the formula, independently
+    ref = (H @ net.a) / math.sqrt(200)
+    torch.testing.assert_close(blocked, ref.detach(), rtol=tol, atol=tol)
+
+
 def test_multi_output_shapes():
     net = TwoLayerReLU(5, 30, out_dim=3, train_output=True)
     assert net.a.shape == (30, 3) and net(unit_rows(4, 5, dtype=torch.float32)).shape == (4, 3)

@@ -190,12 +190,12 @@ def test_closed_form_gradient_matches_autograd(optimizer, out_dim, train_output,
 
 
 def test_closed_form_blocks_match_single_block(monkeypatch):
-    import ntkdr.training.gradients as T
+    import ntkdr.nets.models as M
 
     X, y = _unit_rows(50, 7, seed=4)
     out = []
     for block_bytes in (50 * 8 * 64, 1 << 30):  # 64-neuron blocks vs one block
-        monkeypatch.setattr(T, "_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(M, "_BLOCK_BYTES", block_bytes)
         model = TwoLayerReLU(7, 1000, dtype=torch.float64, seed=0)
         h = fit(model, X, y, 5, lr=0.01, progress=False)
         out.append((model.W.detach().clone(), h.train_loss))
@@ -208,9 +208,9 @@ def test_closed_form_blocks_match_single_block(monkeypatch):
 def test_pattern_flips_equal_a_brute_force_count(monkeypatch, dtype, grad):
     """The blocked float flip count (dot products of 0 / 1 slabs) is the exact number of
     entries of 1[F W^T >= 0] that differ from init, recounted with bool tensors from W."""
-    import ntkdr.training.gradients as T
+    import ntkdr.nets.models as M
 
-    monkeypatch.setattr(T, "_BLOCK_BYTES", 40 * 8 * 64)  # several column blocks
+    monkeypatch.setattr(M, "_BLOCK_BYTES", 40 * 8 * 64)  # several column blocks
     X, y = _unit_rows(40, 6, seed=8)
     X[3] = 0.0  # a zero row: F W^T = 0 exactly, counted as >= 0 at every step
     model = TwoLayerReLU(6, 300, dtype=dtype, seed=2)

@@ -1,4 +1,4 @@
-"""The benchmark harness of ``ntkdr bench``: runs the cases of :mod:`ntkdr.cli.bench_cases`, tables, JSON and the command line.
+"""The benchmark harness of ``ntkdr bench``: runs the cases of :mod:`ntkdr.cli.bench_runs`, tables, JSON and the command line.
 
 Every case is measured in ONE process, in one run, on the same seeded data (Gaussian rows
 normalised to ``|x| = 1``), in float32, with all of torch's intra-op threads
@@ -37,7 +37,8 @@ from typing import Any
 
 import torch
 
-from ntkdr.cli.bench_cases import _RUNNERS, CASES, CaseSkipped, _Case, _Context
+from ntkdr.cli.bench_cases import CASES, CaseSkipped, _Case, _Context
+from ntkdr.cli.bench_runs import _RUNNERS
 from ntkdr.io import write_text_atomic
 from ntkdr.validation import check_choice, check_int, resolve_device
 

@@ -20,10 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-# CPU column blocks of the closed-form step: an (n x block) slab of F W^T of about this many
-# bytes stays in the per-core cache between the GEMM and the elementwise passes.
-_BLOCK_BYTES = 1 << 20
-_MIN_BLOCK = 64
+from ntkdr.nets.models import column_block
 
 
 # Which models the closed form (and fit's full tracking) applies to.
@@ -36,15 +33,6 @@ def _is_two_layer(model: nn.Module) -> bool:
 def _sketch_trained(model: nn.Module) -> bool:
     S = getattr(model, "S", None)
     return isinstance(S, nn.Parameter) and S.requires_grad
-
-
-def column_block(n: int, m: int, like: torch.Tensor) -> int:
-    """Neurons per column block of an ``n``-row pass: the ``n x block`` slab of ``F W^T`` stays
-    in the per-core cache on CPU; on accelerators one block (large GEMMs are best there)."""
-    if like.device.type != "cpu":
-        return m
-    cb = _BLOCK_BYTES // max(1, n * like.element_size())
-    return min(m, max(_MIN_BLOCK, (cb // 64) * 64))
 
 
 # The step's masks are float16 0 / 1: float <-> float16 copies are vectorised in PyTorch's CPU
