@@ -156,7 +156,8 @@ def _make_data(n: int, d: int, seed: int, device: torch.device) -> torch.Tensor:
 
 def _upper_gemm(X: torch.Tensor, out: torch.Tensor, tile: int = 512) -> torch.Tensor:
     """The upper triangle of ``X X^T`` in row tiles against the columns from the diagonal on:
-    the GEMM work a symmetric kernel cannot avoid (the engine's own tiling)."""
+    the GEMM work a symmetric kernel cannot avoid (the engine's own tiling).  Callers pass a
+    fresh ``out`` so that its first-touch page faults count, as in the full GEMM's result."""
     n = X.shape[0]
     for a in range(0, n, tile):
         torch.matmul(X[a : a + tile], X[a:].T, out=out[a : a + tile, a:])

@@ -68,8 +68,11 @@ class InitPatterns:
         self.block = column_block(n, m, F)
         self.blocks: list[torch.Tensor] = []
         self.ones: list[torch.Tensor] = []
+        P = F.new_empty(n * min(self.block, m))
         for s in range(0, m, self.block):
-            T = torch.ge(F @ W0[s : s + self.block].T, 0).to(F.dtype)
+            c = min(self.block, m - s)
+            Pj = torch.mm(F, W0[s : s + c].T, out=P[: n * c].view(n, c))
+            T = torch.ge(Pj, 0, out=F.new_empty((n, c)))  # float straight away: see _dot_count
             self.ones.append(_dot_count(T.view(-1), T.view(-1)))
             self.blocks.append(T.mul_(-2.0).add_(1.0))
 
