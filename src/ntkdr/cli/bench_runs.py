@@ -259,7 +259,7 @@ def _nt_empirical(model, X):
         from neural_tangents import stax
     except ImportError as exc:
         raise CaseSkipped(
-            f"neural-tangents is not installed ({exc}); see benchmarks/activations_vs_nt.py"
+            f"neural-tangents is not installed ({exc}); setup: benchmarks/README.md"
         ) from None
     d, m = model.d, model.m
     _, apply_fn, _ = stax.serial(
