@@ -501,3 +501,28 @@ def test_duplicate_and_opposite_rows_exact(dtype, d, fn):
             assert abs(float(Kx[i, 0]) - sq / 2) <= d * eps * sq / 2, (i, Kx[i, 0], sq / 2)
         assert abs(float(Kx[0, 0]) - float(Kx[3, 0])) <= d * eps * sq
         assert Kx[7, 1] == 0.0  # opposite rows: theta = pi exactly, H1 = 0 (by construction)
+
+
+def test_large_results_ask_for_huge_pages_and_stay_correct():
+    """The engine's results come from memory.empty_large: on Linux with transparent huge pages
+    available the madvise is accepted; the kernel is the same either way."""
+    import sys
+    from pathlib import Path
+
+    import ntkdr.kernels.engine as eng
+    from ntkdr.memory import _advise_huge_pages, empty_large
+
+    t = empty_large((1200, 1100), torch.float64, "cpu")
+    assert t.shape == (1200, 1100) and t.dtype == torch.float64
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if sys.platform.startswith("linux") and thp.exists() and "[never]" not in thp.read_text():
+        assert _advise_huge_pages(t.data_ptr(), t.numel() * 8)
+    assert not _advise_huge_pages(t.data_ptr(), 1 << 20)  # no whole 2 MiB page inside
+    X = torch.randn(1100, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    K = two_layer_ntk(X, layers="both")
+    old = eng.empty_large
+    try:
+        eng.empty_large = lambda shape, dt, dev: torch.empty(shape, dtype=dt, device=dev)
+        assert torch.equal(K, two_layer_ntk(X, layers="both"))
+    finally:
+        eng.empty_large = old

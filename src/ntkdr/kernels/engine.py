@@ -17,7 +17,7 @@ import torch
 
 from ntkdr._numerics import MIRROR_BLOCK as _MIRROR_BLOCK
 from ntkdr._numerics import mirror_upper_
-from ntkdr.memory import check_max_memory, working_budget
+from ntkdr.memory import check_max_memory, empty_large, working_budget
 from ntkdr.validation import as_matrix, check_int, check_same_d, to_output
 
 _GIB = float(2**30)
@@ -181,7 +181,7 @@ def _run(
             )
         for i, o in enumerate(outs):
             if o is None:
-                targets.append(torch.empty((n, m), dtype=dt, device=dev))
+                targets.append(empty_large((n, m), dt, dev))
             else:
                 name = "out" if n_out == 1 else f"out[{i}]"
                 targets.append(_as_target(o, name, (n, m)))
