@@ -337,8 +337,8 @@ def _memory_probe(n: int, d: int, seed: int, device: str) -> dict[str, Any]:
     else:
         status = _proc_status()
         if status is not None and _reset_hwm():
-            base, method = _proc_status()["VmRSS"], "VmHWM after clear_refs - VmRSS before"
-            read_peak = lambda: _proc_status()["VmHWM"]  # noqa: E731
+            base, method = _proc_value("VmRSS"), "VmHWM after clear_refs - VmRSS before"
+            read_peak = lambda: _proc_value("VmHWM")  # noqa: E731
         else:  # no /proc: ru_maxrss is a running maximum, so this is a lower bound
             base, method = _ru_maxrss(), "ru_maxrss after - ru_maxrss before (lower bound)"
             read_peak = _ru_maxrss
@@ -362,6 +362,13 @@ def _proc_status() -> dict[str, int] | None:
         if key in ("VmRSS", "VmHWM"):
             out[key] = int(val.split()[0]) * 1024
     return out if len(out) == 2 else None
+
+
+def _proc_value(key: str) -> int:
+    status = _proc_status()
+    if status is None:
+        raise RuntimeError("/proc/self/status became unreadable during the memory probe")
+    return status[key]
 
 
 def _reset_hwm() -> bool:
