@@ -310,7 +310,7 @@ def certify_in_memory(
             theta_upper = float(v @ (K @ v) / (v @ v)) + LA.rayleigh_margin(n, max_abs)
         details["eigensolver"] = "LAPACK syevr (all eigenvalues)"
     else:
-        top_vals = [float(v) for v in LA.lanczos_top(K.__matmul__, n, min(top, n - 1))]
+        top_vals = [float(v) for v in LA.lanczos_top(LA.matmul_fn(K), n, min(top, n - 1))]
         lmax = top_vals[0]
         clock.lap("lanczos_top")
         if solve is not None:
@@ -327,7 +327,7 @@ def certify_in_memory(
         theta_upper,
         lmax,
         proof0,
-        K.__matmul__,
+        LA.matmul_fn(K),
         targets,
         eps,
         n,
@@ -355,7 +355,7 @@ def certify_inplace(
     form(buf)
     max_abs = float(np.max(np.abs(buf)))
     details: dict[str, Any] = {"factorizations": 1, "kernel_formations": 1}
-    top_vals = [float(v) for v in LA.lanczos_top(buf.__matmul__, n, min(top, n - 1))]
+    top_vals = [float(v) for v in LA.lanczos_top(LA.matmul_fn(buf), n, min(top, n - 1))]
     lmax = top_vals[0]
     proof0 = LA.shifted_cholesky(buf, 0.0, buf)  # K is gone from here on
     if proof0.ok:
