@@ -56,10 +56,12 @@ def _dot_count(g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 class InitPatterns:
     """The activation patterns ``1[F W0^T >= 0]`` at initialisation, for the pattern-flip count.
 
-    Stored as ``S = 1 - 2 T`` (``T`` the 0 / 1 patterns) in ``F``'s dtype, in the column blocks
-    of :func:`column_block` (contiguous ``n x c`` pieces, read with unit stride next to the slab
-    of ``F W^T`` they are compared with), with the number of ones of ``T`` per block: the flips
-    of a slab ``G = 1[P >= 0]`` are ``sum G + sum T - 2 G . T = G . S + sum T``, one dot product.
+    Stored as ``S = 1 - 2 T`` (``T`` the 0 / 1 patterns) in float16 (exact; 2 bytes per entry,
+    where ``F``'s dtype would take 4 or 8 -- ``n x m`` of them), in the column blocks of
+    :func:`column_block` (contiguous ``n x c`` pieces, read with unit stride next to the slab of
+    ``F W^T`` they are compared with), with the number of ones of ``T`` per block: the flips of
+    a slab ``G = 1[P >= 0]`` are ``sum G + sum T - 2 G . T = G . S + sum T``, one dot product
+    after one vectorised float16 -> float copy of ``S``.
     """
 
     def __init__(self, F: torch.Tensor, W0: torch.Tensor) -> None:
@@ -74,13 +76,13 @@ class InitPatterns:
             Pj = torch.mm(F, W0[s : s + c].T, out=P[: n * c].view(n, c))
             T = torch.ge(Pj, 0, out=F.new_empty((n, c)))  # float straight away: see _dot_count
             self.ones.append(_dot_count(T.view(-1), T.view(-1)))
-            self.blocks.append(T.mul_(-2.0).add_(1.0))
+            self.blocks.append(T.mul_(-2.0).add_(1.0).to(_MASK_DTYPE))
 
-    def count(self, P: torch.Tensor, j: int, G: torch.Tensor) -> torch.Tensor:
-        """Entries of ``1[P >= 0]`` that differ from block ``j`` (``P`` that block's slab, ``G``
-        scratch of its shape): a float64 scalar tensor, exact."""
+    def count(self, P: torch.Tensor, j: int, G: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+        """Entries of ``1[P >= 0]`` that differ from block ``j`` (``P`` that block's slab; ``G``,
+        ``S`` scratch of its shape and dtype): a float64 scalar tensor, exact."""
         g = torch.ge(P, 0, out=G).view(-1)
-        return _dot_count(g, self.blocks[j].view(-1)) + self.ones[j]
+        return _dot_count(g, S.copy_(self.blocks[j]).view(-1)) + self.ones[j]
 
     def count_all(self, P: torch.Tensor) -> float:
         """Flips of a full ``n x m`` pre-activation matrix ``P`` (the autograd path)."""
@@ -107,7 +109,7 @@ class ClosedFormGrads:
         self.params = params
         self.X = X
         self.n = X.shape[0]
-        self._scratch: list[torch.Tensor | None] = [None, None]
+        self._scratch: list[torch.Tensor | None] = [None, None, None]
         self._mask_buf: torch.Tensor | None = None
         self._grads: dict[int, torch.Tensor] = {}
 
@@ -133,7 +135,7 @@ class ClosedFormGrads:
         return bool((ref - mine).abs().max() <= tol * scale)
 
     def _slab(self, n: int, c: int, i: int = 0) -> torch.Tensor:
-        """Contiguous ``(n, c)`` scratch tensor number ``i`` (0 or 1), reused between steps."""
+        """Contiguous ``(n, c)`` scratch tensor number ``i`` (0, 1 or 2), reused between steps."""
         need = n * c
         buf = self._scratch[i]
         if buf is None or buf.numel() < need:
@@ -173,7 +175,7 @@ class ClosedFormGrads:
             torch.mm(Fb, W[s : s + c].T, out=P)
             if mask0 is not None:
                 t0 = time.perf_counter()
-                n_flip += mask0.count(P, j, self._slab(n, c, 1))
+                n_flip += mask0.count(P, j, self._slab(n, c, 1), self._slab(n, c, 2))
                 t_flip += time.perf_counter() - t0
             if mbuf is not None:
                 masks.append(torch.gt(P, 0, out=mbuf[s * n : (s + c) * n].view(n, c)))
