@@ -30,34 +30,32 @@ def _gemm_limit(t):
 _GEMM_LIMIT_NOTE = "its upper-triangle GEMM / the full GEMM, measured"
 
 
+def _kernel_vs_gemm(ctx, X, kernel):
+    """An analytic kernel of ``X`` against the full GEMM ``X X^T``, with its own upper-triangle
+    GEMM (into a fresh result each call, like the kernel's) as the limit."""
+    n = X.shape[0]
+    t = ctx.measure(
+        {
+            "gemm": lambda: X @ X.T,
+            "gemm_upper": lambda: _upper_gemm(X, torch.empty(n, n, dtype=_DTYPE, device=X.device)),
+            "ntk": kernel,
+        }
+    )
+    return t, lambda t: t["ntk"] / t["gemm"], _gemm_limit, _GEMM_LIMIT_NOTE, {}
+
+
 def _case_two_layer_ntk(s, ctx):
     from ntkdr.kernels import two_layer_ntk
 
     X = ctx.data(s["n"], s["d"])
-    buf = torch.empty(s["n"], s["n"], dtype=_DTYPE, device=ctx.device)
-    t = ctx.measure(
-        {
-            "gemm": lambda: X @ X.T,
-            "gemm_upper": lambda: _upper_gemm(X, torch.empty_like(buf)),
-            "ntk": lambda: two_layer_ntk(X, layers="both"),
-        }
-    )
-    return t, lambda t: t["ntk"] / t["gemm"], _gemm_limit, _GEMM_LIMIT_NOTE, {}
+    return _kernel_vs_gemm(ctx, X, lambda: two_layer_ntk(X, layers="both"))
 
 
 def _case_deep_ntk(s, ctx):
     from ntkdr.kernels import fc_relu_kernels
 
     X = ctx.data(s["n"], s["d"])
-    buf = torch.empty(s["n"], s["n"], dtype=_DTYPE, device=ctx.device)
-    t = ctx.measure(
-        {
-            "gemm": lambda: X @ X.T,
-            "gemm_upper": lambda: _upper_gemm(X, torch.empty_like(buf)),
-            "ntk": lambda: fc_relu_kernels(X, depth=s["depth"]),
-        }
-    )
-    return t, lambda t: t["ntk"] / t["gemm"], _gemm_limit, _GEMM_LIMIT_NOTE, {}
+    return _kernel_vs_gemm(ctx, X, lambda: fc_relu_kernels(X, depth=s["depth"]))
 
 
 def _case_sketched(s, ctx):
@@ -204,11 +202,13 @@ def _empirical_gemms(s, ctx, train_output=False):
     )
     W = model.W.detach()
     A = (X @ W.T >= 0).to(_DTYPE)
-    buf = torch.empty(s["n"], s["n"], dtype=_DTYPE, device=ctx.device)
+    n = s["n"]
     fns = {
         "gemm_XW": lambda: X @ W.T,
         "gemm_AA": lambda: A @ A.T,
-        "gemm_AA_upper": lambda: _upper_gemm(A, torch.empty_like(buf), 256),
+        "gemm_AA_upper": lambda: _upper_gemm(
+            A, torch.empty(n, n, dtype=_DTYPE, device=A.device), 256
+        ),
     }
     return model, X, fns
 
