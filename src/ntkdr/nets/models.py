@@ -117,8 +117,8 @@ _MIN_BLOCK = 64
 
 
 def column_block(n: int, m: int, like: torch.Tensor) -> int:
-    """Neurons per column block of an ``n``-row pass: the ``n x block`` slab of ``F W^T`` stays
-    in the per-core cache on CPU; on accelerators one block (large GEMMs are best there)."""
+    """Neurons per column block of an ``n``-row pass: the ``n x block`` slab of ``F W^T`` (about
+    ``_BLOCK_BYTES``) stays in cache on CPU; on accelerators one block (large GEMMs are best there)."""
     if like.device.type != "cpu":
         return m
     cb = _BLOCK_BYTES // max(1, n * like.element_size())
