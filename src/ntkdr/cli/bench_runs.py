@@ -128,24 +128,28 @@ def _fit_nets(s, ctx):
     )
 
 
-def _case_fit(s, ctx):
-    """What a user's ``fit(net, X, y, steps, lr=1e-3)`` call costs, start-up included (a fresh
-    net per call, built outside the timing); limit: the per-step flop ratio ``d / k``."""
+def _time_fit(s, ctx, make, lr):
+    """Seconds of one ``fit(net, X, y, steps, lr)`` call on a fresh net (built before the clock)."""
     from ntkdr.training.loop import fit
 
     X, y = ctx.data(s["n"], s["d"]), ctx.labels(s["n"])
+    net = make()
+    _sync(ctx.device)
+    t0 = time.perf_counter()
+    fit(net, X, y, s["steps"], lr=lr, progress=False)
+    _sync(ctx.device)
+    return time.perf_counter() - t0
+
+
+def _case_fit(s, ctx):
+    """What a user's ``fit(net, X, y, steps, lr=1e-3)`` call costs, start-up included (a fresh
+    net per call, built outside the timing); limit: the per-step flop ratio ``d / k``."""
     make_dense, make_fact = _fit_nets(s, ctx)
-
-    def timed(make):
-        net = make()
-        _sync(ctx.device)
-        t0 = time.perf_counter()
-        fit(net, X, y, s["steps"], lr=1e-3, progress=False)
-        _sync(ctx.device)
-        return time.perf_counter() - t0
-
     t = ctx.measure(
-        {"dense": lambda: timed(make_dense), "factorized": lambda: timed(make_fact)},
+        {
+            "dense": lambda: _time_fit(s, ctx, make_dense, 1e-3),
+            "factorized": lambda: _time_fit(s, ctx, make_fact, 1e-3),
+        },
         self_timed=True,
     )
     return t, lambda t: t["dense"] / t["factorized"], s["d"] / s["k"], "d / k", {}
@@ -153,21 +157,13 @@ def _case_fit(s, ctx):
 
 def _case_fit_auto_lr(s, ctx):
     """Cost of ``lr=None`` (an ``n x n`` empirical NTK and its top eigenvalue); limit 1."""
-    from ntkdr.training.loop import fit
-
-    X, y = ctx.data(s["n"], s["d"]), ctx.labels(s["n"])
     _, make_fact = _fit_nets(s, ctx)
-
-    def timed(lr):
-        net = make_fact()
-        _sync(ctx.device)
-        t0 = time.perf_counter()
-        fit(net, X, y, s["steps"], lr=lr, progress=False)
-        _sync(ctx.device)
-        return time.perf_counter() - t0
-
     t = ctx.measure(
-        {"lr_none": lambda: timed(None), "lr_fixed": lambda: timed(1e-3)}, self_timed=True
+        {
+            "lr_none": lambda: _time_fit(s, ctx, make_fact, None),
+            "lr_fixed": lambda: _time_fit(s, ctx, make_fact, 1e-3),
+        },
+        self_timed=True,
     )
     return t, lambda t: t["lr_none"] / t["lr_fixed"], 1.0, "no extra cost", {}
 
