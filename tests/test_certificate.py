@@ -12,7 +12,6 @@ import os
 import numpy as np
 import pytest
 import scipy.linalg as sl
-import scipy.sparse.linalg as sla
 import torch
 
 from ntkdr.data import load_dataset
@@ -154,7 +153,7 @@ def test_unconverged_lanczos_falls_back_to_the_float64_route(mnist, monkeypatch)
 
     def first_fails(solve, n, shift, count=4, **kw):
         if "v0" in kw:  # the float32 route's call
-            raise sla.ArpackNoConvergence("no convergence", np.zeros(0), np.zeros((n, 0)))
+            raise LA.LanczosNoConvergence("no convergence")
         return real(solve, n, shift, count, **kw)
 
     monkeypatch.setattr(LA, "lanczos_bottom", first_fails)
@@ -177,7 +176,7 @@ def test_float32_preconditioner_of_an_ill_conditioned_matrix():
     K2 = np.diag(np.linspace(1.0, 2.0, n))
     factor, tau = LA.float32_cholesky(K2, buf)
     assert tau == 0.0
-    x = LA.solve32_fn(factor)(np.ones((n, 1)))
+    x = LA.cho_solve_fn(factor)(np.ones((n, 1)))
     assert x.dtype == np.float64 and np.allclose(x[:, 0], 1 / np.diag(K2), rtol=1e-6)
 
 
@@ -450,3 +449,76 @@ def test_matmul_fn_symv_and_gemm_paths_equal_the_product(dtype, cols):
         out = LA.matmul_fn(M)(V)
         assert out.shape == V.shape and out.dtype == dtype
         np.testing.assert_allclose(out, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("spectrum", ["decaying", "clustered", "repeated"])
+def test_lanczos_top_and_bottom_match_eigh(spectrum):
+    """Lanczos (full reorthogonalization, stopped at convergence) against LAPACK's eigh: the
+    top 10 and, by shift-invert with an exact solve, the bottom 2, with residuals at ``tol``.
+    A spectrum of 3 distinct values (an invariant subspace after 3 steps) gives true eigenpairs
+    but, as any single-vector Krylov method, one copy of each value per restart."""
+    from ntkdr.theory import certificate_linalg as LA
+
+    rng = np.random.default_rng(4)
+    n = 120
+    Q = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    ev = {
+        "decaying": np.logspace(-4, 2, n),
+        "clustered": 1.0 + 1e-3 * rng.random(n),
+        "repeated": np.repeat([0.5, 1.0, 3.0], n // 3),
+    }[spectrum]
+    K = (Q * ev) @ Q.T
+    K = (K + K.T) / 2
+    exact = np.linalg.eigvalsh(K)
+    vals, V = LA.lanczos_top(K.__matmul__, n, 10, tol=1e-10, vectors=True)
+    assert np.linalg.norm(K @ V - V * vals, axis=0).max() <= 1e-8 * vals[0]
+    assert np.allclose(np.linalg.norm(V, axis=0), 1.0)
+    low, W = LA.lanczos_bottom(lambda b: np.linalg.solve(K, b), n, 0.0, 2, tol=1e-12)
+    assert np.allclose(np.linalg.norm(W, axis=0), 1.0)
+    if spectrum == "repeated":
+        assert np.allclose(vals[:4], 3.0) and np.all(np.min(np.abs(vals[:, None] - ev), 1) < 1e-12)
+        assert np.isclose(low[0], 0.5) and np.all(np.min(np.abs(low[:, None] - ev), 1) < 1e-12)
+    else:
+        np.testing.assert_allclose(vals, exact[::-1][:10], rtol=1e-9)
+        np.testing.assert_allclose(low, exact[:2], rtol=1e-9)
+
+
+def test_lanczos_says_when_it_does_not_converge():
+    from ntkdr.theory import certificate_linalg as LA
+
+    K = np.diag(np.linspace(1.0, 1.0 + 1e-6, 300))  # 10 values in a cluster of width 1e-6
+    with pytest.raises(LA.LanczosNoConvergence, match="not within 1e-12 in 5 products"):
+        LA.lanczos_top(K.__matmul__, 300, 10, tol=1e-12, maxiter=5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocked_cholesky_beyond_lapack_limit_equals_lapack(dtype, monkeypatch):
+    """From 2^31 entries on (where scipy's 32-bit OpenBLAS ?potrf segfaults) the factorization is
+    blocked over torch; with the limit lowered it must give LAPACK's factor, in the same layout,
+    and LAPACK's ``info`` for a matrix that is not positive definite."""
+    from ntkdr.theory import certificate_linalg as LA
+
+    rng = np.random.default_rng(5)
+    n = 300
+    A = rng.standard_normal((n, 40))
+    K = (A @ A.T + 0.5 * np.eye(n)).astype(dtype)
+    ref = K.copy()
+    assert LA._potrf_inplace(ref) == 0
+    monkeypatch.setattr(LA, "_LAPACK_MAX_ENTRIES", 1000)
+    monkeypatch.setattr(LA, "_BLOCK", 64)
+    monkeypatch.setattr(LA, "_PANEL_ROWS", 100)
+    got = K.copy()
+    assert LA._potrf_inplace(got) == 0
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(np.tril(got), np.tril(ref), atol=tol * np.abs(ref).max())
+    x = LA.cho_solve_fn(got.T)(np.ones(n))
+    np.testing.assert_allclose(K.astype(np.float64) @ x, np.ones(n), atol=50 * tol)
+    bad = K.copy()
+    bad[150, 150] = -1.0
+    ref_bad = bad.copy()
+    monkeypatch.setattr(LA, "_LAPACK_MAX_ENTRIES", 2**31 - 1)
+    info = LA._potrf_inplace(ref_bad)
+    monkeypatch.setattr(LA, "_LAPACK_MAX_ENTRIES", 1000)
+    assert info == 151 and LA._potrf_inplace(bad) == info
+    proof = LA.shifted_cholesky(K.astype(np.float64), 0.1, np.empty((n, n)))
+    assert proof.ok and proof.lower <= float(np.linalg.eigvalsh(K.astype(np.float64))[0])

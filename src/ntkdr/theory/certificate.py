@@ -20,7 +20,7 @@ Methods (:func:`choose_method` picks one by size and memory; ``method=`` forces 
     the spectrum, a float32 Cholesky factor of the copy (a third of the float64 time) is the
     preconditioner of float64 PCG for ``K^-1 y`` (3-5 steps to float64 residuals) and the
     inverse of shift-invert Lanczos for the bottom eigenvector (the smallest eigenvalues of
-    ``K`` are the largest of ``K^-1``, relative gaps amplified; ARPACK).  Every reported number
+    ``K`` are the largest of ``K^-1``, relative gaps amplified).  Every reported number
     is a float64 quantity of ``K`` itself: ``lambda_min`` and ``lambda_max`` are Rayleigh
     quotients of the Ritz vectors on ``K`` (the former an upper bound, Courant-Fischer),
     ``y^T K^-1 y`` is ``y^T x + x^T r`` with the residual ``r = y - K x``.  One float64
