@@ -179,6 +179,11 @@ def factor_times(factor: np.ndarray, v: np.ndarray) -> np.ndarray:
     return blas.dtrmv(factor, np.ascontiguousarray(v, dtype=np.float64), lower=0)
 
 
+# MKL's triangular solve (torch, 2 cores, n = 12000, float32) takes 20-38 ms for 1 column,
+# 53-69 ms for 2 or 3, but 35-45 ms for 4 to 16: blocks of 2-3 columns are padded to 4.
+_SOLVE_PAD = 4
+
+
 def cho_solve_fn(factor: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """``B -> (R^T R)^-1 B`` for an upper factor ``R`` in Fortran order (float32 or float64):
     solved in the factor's dtype, returned in float64.
@@ -196,8 +201,11 @@ def cho_solve_fn(factor: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
 
     def solve(b: np.ndarray) -> np.ndarray:
         B = torch.from_numpy(np.asarray(b, dtype=factor.dtype).reshape(L.shape[0], -1))
+        c = B.shape[1]
+        if 1 < c < _SOLVE_PAD:
+            B = torch.nn.functional.pad(B, (0, _SOLVE_PAD - c))
         Y = torch.linalg.solve_triangular(L, B, upper=False)
-        X = torch.linalg.solve_triangular(L.T, Y, upper=True)
+        X = torch.linalg.solve_triangular(L.T, Y, upper=True)[:, :c]
         return np.asarray(X.numpy(), dtype=np.float64).reshape(np.shape(b))
 
     return solve
