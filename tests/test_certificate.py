@@ -514,7 +514,7 @@ def test_blocked_cholesky_beyond_lapack_limit_equals_lapack(dtype, monkeypatch):
     solve = LA.cho_solve_fn(got.T)
     x = solve(np.ones(n))
     np.testing.assert_allclose(K.astype(np.float64) @ x, np.ones(n), atol=50 * tol)
-    for c in (2, 3, 5):  # 2-3 columns are padded to 4 (MKL is slow on them): same solutions
+    for c in (2, 3, 5):  # blocks of columns: the same solutions
         rhs = np.outer(np.ones(n), np.arange(1.0, c + 1))
         X = solve(rhs)
         assert X.shape == (n, c) and X.dtype == np.float64

@@ -179,11 +179,6 @@ def factor_times(factor: np.ndarray, v: np.ndarray) -> np.ndarray:
     return blas.dtrmv(factor, np.ascontiguousarray(v, dtype=np.float64), lower=0)
 
 
-# MKL's triangular solve (torch, 2 cores, n = 12000, float32) takes 20-38 ms for 1 column,
-# 53-69 ms for 2 or 3, but 35-45 ms for 4 to 16: blocks of 2-3 columns are padded to 4.
-_SOLVE_PAD = 4
-
-
 def cho_solve_fn(factor: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """``B -> (R^T R)^-1 B`` for an upper factor ``R`` in Fortran order (float32 or float64):
     solved in the factor's dtype, returned in float64.
@@ -201,11 +196,8 @@ def cho_solve_fn(factor: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
 
     def solve(b: np.ndarray) -> np.ndarray:
         B = torch.from_numpy(np.asarray(b, dtype=factor.dtype).reshape(L.shape[0], -1))
-        c = B.shape[1]
-        if 1 < c < _SOLVE_PAD:
-            B = torch.nn.functional.pad(B, (0, _SOLVE_PAD - c))
         Y = torch.linalg.solve_triangular(L, B, upper=False)
-        X = torch.linalg.solve_triangular(L.T, Y, upper=True)[:, :c]
+        X = torch.linalg.solve_triangular(L.T, Y, upper=True)
         return np.asarray(X.numpy(), dtype=np.float64).reshape(np.shape(b))
 
     return solve
@@ -406,6 +398,14 @@ class LanczosNoConvergence(RuntimeError):
     """The Ritz values did not reach ``tol`` within ``maxiter`` products."""
 
 
+def _norm(v: np.ndarray) -> float:
+    return math.sqrt(float(np.einsum("i,i->", v, v)))
+
+
+# The vector work between two products goes through np.einsum, not numpy's BLAS: numpy's bundled
+# OpenBLAS is a second thread pool beside scipy's (symv) and torch's (solves), and its threads
+# spin after a threaded ddot / dnrm2, halving the next product's speed on 2 cores (measured at
+# n = 12000: a float32 symv 14 -> 27-32 ms after one np.dot or np.linalg.norm of two vectors).
 def _lanczos(
     apply: Callable[[np.ndarray], np.ndarray],
     n: int,
@@ -430,13 +430,13 @@ def _lanczos(
     Q = np.empty((dim + 1, n))
     alpha, beta = np.empty(dim), np.empty(dim)
     q = np.asarray(v0, dtype=np.float64).reshape(n)
-    Q[0] = q / np.linalg.norm(q)
+    Q[0] = q / _norm(q)
     for j in range(dim):
         w = np.asarray(apply(Q[j]), dtype=np.float64).reshape(n)
-        alpha[j] = Q[j] @ w
+        alpha[j] = np.einsum("i,i->", Q[j], w)
         for _ in range(2):
-            w -= Q[: j + 1].T @ (Q[: j + 1] @ w)
-        beta[j] = float(np.linalg.norm(w))
+            w -= np.einsum("ji,j->i", Q[: j + 1], np.einsum("ji,i->j", Q[: j + 1], w))
+        beta[j] = _norm(w)
         m = j + 1
         invariant = beta[j] <= 8 * n * np.finfo(np.float64).eps * np.abs(alpha[:m]).max()
         if m >= count:
@@ -449,8 +449,8 @@ def _lanczos(
             beta[j] = 0.0
             w = np.random.default_rng(m).standard_normal(n)
             for _ in range(2):
-                w -= Q[:m].T @ (Q[:m] @ w)
-            Q[j + 1] = w / np.linalg.norm(w)
+                w -= np.einsum("ji,j->i", Q[:m], np.einsum("ji,i->j", Q[:m], w))
+            Q[j + 1] = w / _norm(w)
         else:
             Q[j + 1] = w / beta[j]
     raise LanczosNoConvergence(f"Lanczos: {count} Ritz values not within {tol:g} in {dim} products")
