@@ -528,3 +528,33 @@ def test_blocked_cholesky_beyond_lapack_limit_equals_lapack(dtype, monkeypatch):
     assert info == 151 and LA._potrf_inplace(bad) == info
     proof = LA.shifted_cholesky(K.astype(np.float64), 0.1, np.empty((n, n)))
     assert proof.ok and proof.lower <= float(np.linalg.eigvalsh(K.astype(np.float64))[0])
+
+
+def test_buffer_pool_reuses_and_replaces_buffers():
+    from ntkdr.memory import BufferPool
+
+    pool = BufferPool()
+    a = pool.get("K", (5, 5), np.float64)
+    assert pool.get("K", (5, 5), np.float64) is a
+    b = pool.get("K", (6, 6), np.float64)
+    assert b.shape == (6, 6) and b is not a
+    c = pool.get("K", (6, 6), np.float32)
+    assert c.dtype == np.float32
+    pool.release("K")
+    assert pool.get("K", (6, 6), np.float32) is not c
+
+
+@pytest.mark.parametrize("method", ["cholesky", "cholesky-inplace"])
+def test_grid_buffers_give_the_same_certificates(mnist, method):
+    """A grid reuses K's buffer and its float32 copy across configurations: the certificates of
+    a sketch computed after the dense kernel equal those computed with fresh buffers."""
+    from ntkdr.experiment.certify import certify_features
+    from ntkdr.memory import BufferPool
+
+    ds, yr = mnist
+    F = _sketched_k(ds, seed=4)
+    pool = BufferPool()
+    certify_features(ds.X_train, ds.y_train, Y_random=yr, method=method, buffers=pool)
+    got = certify_features(F, ds.y_train, Y_random=yr, method=method, buffers=pool)
+    ref = certify_features(F, ds.y_train, Y_random=yr, method=method)
+    assert got.lambda_min == ref.lambda_min and got.bound == ref.bound

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ntkdr.memory import BufferPool
 from ntkdr.theory.certificate import (
     Certificate,
     certify_inplace,
@@ -110,6 +111,7 @@ def certify_features(
     dtype: Any = torch.float64,
     name: str = "K",
     proven: bool = True,
+    buffers: BufferPool | None = None,
 ) -> Certificate:
     """Certificate of ``K = H1(F, F)`` (two-layer NTK, first layer trained) for targets ``Y``.
 
@@ -119,7 +121,8 @@ def certify_features(
     ``method``: ``"auto"`` (:func:`ntkdr.theory.certificate.choose_method`, by size and
     ``max_memory`` bytes) or ``"exact"`` / ``"cholesky"`` / ``"matrix-free"``; ``dtype``: the
     dtype the kernel is evaluated in (the linear algebra is float64); ``proven``: see
-    :func:`ntkdr.theory.certificate.certify_matrix` (``cholesky`` only).
+    :func:`ntkdr.theory.certificate.certify_matrix` (``cholesky`` only); ``buffers``: a
+    :class:`ntkdr.memory.BufferPool` holding ``K`` and its scratch across the calls of a grid.
     """
     from ntkdr.kernels import AnalyticNTK, KernelOptions, two_layer_ntk, two_layer_ntk_diag
     from ntkdr.training.distributed import world_size
@@ -156,10 +159,15 @@ def certify_features(
             eps=eps,
             name=name,
             reason=reason,
+            buffers=buffers,
         )
     else:
         t0 = time.perf_counter()
-        K = two_layer_ntk(Ft).to(torch.float64).numpy()
+        if buffers is not None and Ft.dtype == torch.float64:
+            K = buffers.get("K", (n, n), np.float64)
+            two_layer_ntk(Ft, out=K)
+        else:
+            K = two_layer_ntk(Ft).to(torch.float64).numpy()
         t_kernel = time.perf_counter() - t0
         cert = certify_matrix(
             K,
@@ -170,6 +178,7 @@ def certify_features(
             name=name,
             reason=reason,
             proven=proven,
+            buffers=buffers,
         )
         del K
         cert.details.setdefault("timings", {})["kernel"] = t_kernel
@@ -319,6 +328,7 @@ def certify_grid(
     results: dict[str, dict[str, Any]] = {}
     # None: tqdm shows the bar only on a terminal
     bar = tqdm(total=len(todo), desc="certify", disable=None if progress else True, leave=False)
+    buffers = BufferPool()  # K and its float32 copy, faulted in once for the whole grid
     for kind, k, s in todo:
         cid = config_id(kind, k, s)
         bar.set_postfix_str(cid)
@@ -347,6 +357,7 @@ def certify_grid(
                 dtype=dtype,
                 name=cid,
                 proven=proven,
+                buffers=buffers,
             )
         for w in caught:  # re-emit (named by the configuration) outside the recording
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

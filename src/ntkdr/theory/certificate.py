@@ -278,6 +278,7 @@ def certify_matrix(
     name: str = "K",
     reason: str | None = None,
     proven: bool = True,
+    buffers: Any = None,
 ) -> Certificate:
     """Certificate of the symmetric float64 kernel matrix ``K`` (n x n, kept unchanged).
 
@@ -289,7 +290,8 @@ def certify_matrix(
     ``Certificate.alpha`` holds ``K^-1 Y`` (``None`` when not PD) for predictions.
     ``proven=False`` (``cholesky`` only) skips the float64 factorization that proves the lower
     end of ``lambda_min`` and the intervals of ``y^T K^-1 y``: same point values, status
-    ``"estimate"``, about a third of the work.
+    ``"estimate"``, about a third of the work.  ``buffers``: a :class:`ntkdr.memory.BufferPool`
+    whose n x n scratch is reused across calls (a grid), or ``None``.
     """
     t0 = time.perf_counter()
     K = np.ascontiguousarray(np.asarray(K, dtype=np.float64))
@@ -303,7 +305,9 @@ def certify_matrix(
         raise ValueError(f"certify_matrix: method must be 'exact' or 'cholesky', got {method!r}")
     from ntkdr.theory.certificate_dense import certify_in_memory
 
-    core = certify_in_memory(K, targets, method, top=top, eps=eps, proven=proven)
+    core = certify_in_memory(
+        K, targets, method, top=top, eps=eps, proven=proven, buffers=buffers
+    )
     return _finish(core, targets, n, method, reason or f"method {method!r}", name, t0)
 
 
@@ -318,15 +322,17 @@ def certify_inplace(
     top: int = TOP,
     name: str = "K",
     reason: str | None = None,
+    buffers: Any = None,
 ) -> Certificate:
     """Certificate with one n x n float64 buffer: ``form(buf)`` writes ``K`` into ``buf`` (called
     twice: ``K`` is factored in place), ``matvec`` maps an (n, c) block ``V`` to ``K V`` without
-    the buffer (used for a few PCG steps).  Same proofs as ``cholesky``."""
+    the buffer (used for a few PCG steps).  Same proofs as ``cholesky``.  ``buffers``: a
+    :class:`ntkdr.memory.BufferPool` to take that buffer from (kept for a grid's next call)."""
     from ntkdr.theory.certificate_dense import certify_inplace as core_inplace
 
     t0 = time.perf_counter()
     targets = _targets(Y, Y_random, n)
-    core = core_inplace(form, matvec, n, targets, top=top, eps=eps)
+    core = core_inplace(form, matvec, n, targets, top=top, eps=eps, buffers=buffers)
     return _finish(core, targets, n, "cholesky-inplace", reason or "cholesky-inplace", name, t0)
 
 

@@ -167,6 +167,7 @@ def _mixed_route(
     proven: bool,
     max_abs: float,
     clock: _Clock,
+    buffers: Any = None,
 ) -> dict[str, Any] | None:
     """``cholesky`` on the formed ``K``: a float32 factor preconditions everything, float64
     products decide the numbers, one float64 factorization (of ``K - sigma I``) proves.
@@ -185,7 +186,7 @@ def _mixed_route(
     n = K.shape[0]
     details: dict[str, Any] = {"timings": clock.times, "route": "float32 preconditioner"}
     frob = float(np.linalg.norm(K)) * (1.0 + LA.gamma(n * n))
-    buf32 = np.empty(K.shape, dtype=np.float32)
+    buf32 = np.empty(K.shape, np.float32) if buffers is None else buffers.get("K32", K.shape, np.float32)
     LA.copy_to_float32(K, buf32)
     matvec = LA.matmul_fn(K)
     matvec32 = LA.matmul_fn(buf32)
@@ -222,6 +223,8 @@ def _mixed_route(
         "Lanczos on the float32 copy, Rayleigh quotient on K (top)"
     )
     del buf32, factor, P  # free the float32 copy before the proof's buffer: 2 n^2 at most
+    if proven and buffers is not None:
+        buffers.release("K32")
     clock.lap("eigenvalues")
     theta_upper = theta + LA.rayleigh_margin(n, max_abs)
     msg = _not_pd(theta, lmax, n, eps, True)
@@ -284,6 +287,7 @@ def certify_in_memory(
     top: int,
     eps: float,
     proven: bool = True,
+    buffers: Any = None,
 ) -> dict[str, Any]:
     """``exact`` / ``cholesky`` on the formed ``K`` (kept).
 
@@ -292,13 +296,22 @@ def certify_in_memory(
     ``K = R^T R`` (one more n x n float64 buffer), the full ``eigh`` (``exact``) or shift-invert
     Lanczos with ``R``, and the certifying factorization of ``K - sigma I`` (always proven).
     ``proven=False`` skips the proof of the lower end of ``lambda_min`` (status ``estimate``).
+    ``buffers``: a :class:`ntkdr.memory.BufferPool` for the float32 copy (kept for the next
+    configuration of a grid), or ``None``.
     """
     n = K.shape[0]
     clock = _Clock()
     max_abs = _max_abs(K)
     if method == "cholesky":
         core = _mixed_route(
-            K, targets, top=top, eps=eps, proven=proven, max_abs=max_abs, clock=clock
+            K,
+            targets,
+            top=top,
+            eps=eps,
+            proven=proven,
+            max_abs=max_abs,
+            clock=clock,
+            buffers=buffers,
         )
         if core is not None:
             return core
@@ -357,11 +370,13 @@ def certify_inplace(
     *,
     top: int,
     eps: float,
+    buffers: Any = None,
 ) -> dict[str, Any]:
-    """``cholesky-inplace``: one n x n float64 buffer; ``form(buf)`` writes ``K`` into it and
+    """``cholesky-inplace``: one n x n float64 buffer (from ``buffers``, a
+    :class:`ntkdr.memory.BufferPool`, if given); ``form(buf)`` writes ``K`` into it and
     ``matvec`` gives ``K V`` without it (a few products: PCG with an exact factor converges in
     one or two steps)."""
-    buf = np.empty((n, n), dtype=np.float64)
+    buf = np.empty((n, n)) if buffers is None else buffers.get("K", (n, n), np.float64)
     form(buf)
     max_abs = _max_abs(buf)
     details: dict[str, Any] = {"factorizations": 1, "kernel_formations": 1}
