@@ -305,9 +305,7 @@ def certify_matrix(
         raise ValueError(f"certify_matrix: method must be 'exact' or 'cholesky', got {method!r}")
     from ntkdr.theory.certificate_dense import certify_in_memory
 
-    core = certify_in_memory(
-        K, targets, method, top=top, eps=eps, proven=proven, buffers=buffers
-    )
+    core = certify_in_memory(K, targets, method, top=top, eps=eps, proven=proven, buffers=buffers)
     return _finish(core, targets, n, method, reason or f"method {method!r}", name, t0)
 
 

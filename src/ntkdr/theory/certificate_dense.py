@@ -186,7 +186,11 @@ def _mixed_route(
     n = K.shape[0]
     details: dict[str, Any] = {"timings": clock.times, "route": "float32 preconditioner"}
     frob = float(np.linalg.norm(K)) * (1.0 + LA.gamma(n * n))
-    buf32 = np.empty(K.shape, np.float32) if buffers is None else buffers.get("K32", K.shape, np.float32)
+    buf32 = (
+        np.empty(K.shape, np.float32)
+        if buffers is None
+        else buffers.get("K32", K.shape, np.float32)
+    )
     LA.copy_to_float32(K, buf32)
     matvec = LA.matmul_fn(K)
     matvec32 = LA.matmul_fn(buf32)
