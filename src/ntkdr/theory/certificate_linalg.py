@@ -185,7 +185,7 @@ def cho_solve_fn(factor: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
 
     Two ``torch.linalg.solve_triangular`` calls on the lower triangle ``R^T`` (the C-order view
     of the buffer): measured 5-8x faster than ``scipy.linalg.cho_solve`` (LAPACK ``?potrs``) at
-    n = 12000 on 2 cores (0.023 s vs 0.19 s for one float32 vector), and 15x at n = 47000.  With
+    n = 12000 on 2 cores (0.023 s vs 0.19 s for one float32 vector), ~7x at n = 47000.  With
     a float32 factor the rounding makes it a slightly inexact operator -- fine for a
     preconditioner (PCG) and for shift-invert Ritz vectors, whose Rayleigh quotients are then
     taken on the float64 ``K``.
