@@ -36,8 +36,9 @@ their output into statements:
 * :func:`lanczos_bottom` / :func:`lanczos_top` (from :mod:`ntkdr.theory.lanczos`) -- Ritz
   values (Lanczos with full reorthogonalization, stopped as soon as they converge) of
   ``(K - sigma I)^-1`` (shift-invert, so the bottom of the spectrum becomes its well separated
-  top) and of ``K``.  Every Ritz value of the bottom is re-evaluated as the Rayleigh quotient ``v^T K v / v^T v`` on ``K`` itself, a proven upper bound on ``lambda_min``
-  up to the rounding of one matrix-vector product (``2 gamma_n n max |K_ij|``).
+  top) and of ``K``.  Every Ritz value of the bottom is re-evaluated as the Rayleigh quotient
+  ``v^T K v / v^T v`` on ``K`` itself, a proven upper bound on ``lambda_min`` up to the
+  rounding of one matrix-vector product (``2 gamma_n n max |K_ij|``).
 """
 
 from __future__ import annotations
