@@ -34,6 +34,13 @@ def _norm(v: np.ndarray) -> float:
 # OpenBLAS is a second thread pool beside scipy's (symv) and torch's (solves), and its threads
 # spin after a threaded ddot / dnrm2, halving the next product's speed on 2 cores (measured at
 # n = 12000: a float32 symv 14 -> 27-32 ms after one np.dot or np.linalg.norm of two vectors).
+def _orthogonalize(w: np.ndarray, Q: np.ndarray) -> None:
+    """``w`` minus its projection on the orthonormal rows of ``Q``, in place: classical
+    Gram-Schmidt twice ("twice is enough": Giraud et al., Numer. Math. 101, 2005)."""
+    for _ in range(2):
+        w -= np.einsum("ji,j->i", Q, np.einsum("ji,i->j", Q, w))
+
+
 def _lanczos(
     apply: Callable[[np.ndarray], np.ndarray],
     n: int,
@@ -62,8 +69,7 @@ def _lanczos(
     for j in range(dim):
         w = np.asarray(apply(Q[j]), dtype=np.float64).reshape(n)
         alpha[j] = np.einsum("i,i->", Q[j], w)
-        for _ in range(2):
-            w -= np.einsum("ji,j->i", Q[: j + 1], np.einsum("ji,i->j", Q[: j + 1], w))
+        _orthogonalize(w, Q[: j + 1])
         beta[j] = _norm(w)
         m = j + 1
         invariant = beta[j] <= 8 * n * np.finfo(np.float64).eps * np.abs(alpha[:m]).max()
@@ -76,8 +82,7 @@ def _lanczos(
         if invariant:  # Q spans an invariant subspace: go on from a vector orthogonal to it
             beta[j] = 0.0
             w = np.random.default_rng(m).standard_normal(n)
-            for _ in range(2):
-                w -= np.einsum("ji,j->i", Q[:m], np.einsum("ji,i->j", Q[:m], w))
+            _orthogonalize(w, Q[:m])
             Q[j + 1] = w / _norm(w)
         else:
             Q[j + 1] = w / beta[j]
