@@ -12,11 +12,11 @@ $(BIN)/ntkdr: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,fast]'
 	touch $@
 
 $(BIN)/mypy: $(BIN)/ntkdr
-	$(BIN)/pip install -q -e '.[test,dev]'
+	$(BIN)/pip install -q -e '.[test,fast,dev]'
 	touch $@
 
 .PHONY: setup run test bench lint test-threads dist check

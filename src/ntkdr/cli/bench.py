@@ -204,6 +204,7 @@ def _cpu_model() -> str:
 def environment(device: Any = "cpu", threads: int | None = None) -> dict[str, Any]:
     """Versions, CPU / GPU model, threads and load average, for the JSON report."""
     from ntkdr import __version__
+    from ntkdr.kernels.fused import describe
 
     dev = resolve_device(device) or torch.device("cpu")
     env = {
@@ -216,6 +217,7 @@ def environment(device: Any = "cpu", threads: int | None = None) -> dict[str, An
         "threads": threads if threads is not None else torch.get_num_threads(),
         "device": str(dev),
         "dtype": "float32",
+        "elementwise": describe(dev),
         "load_average": _loadavg(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -391,7 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     print(
-        f"# torch {env['torch']}, {env['threads']} threads, {env['cpu_model']}, device {env['device']}, float32"
+        f"# torch {env['torch']}, {env['threads']} threads, {env['cpu_model']}, "
+        f"device {env['device']}, float32, elementwise {env.get('elementwise', 'torch')}"
     )
     print(markdown_table(results) if args.markdown else format_table(results))
     return 1 if any(r.get("error") for r in results) else 0

@@ -218,6 +218,7 @@ def _environment(device) -> dict[str, Any]:
     import sklearn
 
     from ntkdr import __version__
+    from ntkdr.kernels.fused import describe
 
     return {
         "ntkdr": __version__,
@@ -228,6 +229,7 @@ def _environment(device) -> dict[str, Any]:
         "scikit_learn": sklearn.__version__,
         "platform": platform.platform(),
         "device": str(device or "cpu"),
+        "elementwise": describe(device or "cpu"),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
     }

@@ -17,6 +17,7 @@ import torch
 
 from ntkdr._numerics import MIRROR_BLOCK as _MIRROR_BLOCK
 from ntkdr._numerics import mirror_upper_
+from ntkdr.kernels.fused import backend
 from ntkdr.memory import check_max_memory, empty_large, working_budget
 from ntkdr.validation import as_matrix, check_int, check_same_d, to_output
 
@@ -36,7 +37,12 @@ N_SCRATCH = 2
 
 
 class KernelPlan(Protocol):
-    """What :func:`_run` needs of a kernel: its outputs, scratch, row statistics and blocks."""
+    """What :func:`_run` needs of a kernel: its outputs, scratch, row statistics and blocks.
+
+    A plan may also define ``fused(outs, sx, sz) -> bool``: the whole elementwise transform of
+    a tile in one compiled pass (:mod:`ntkdr.kernels.fused`), used with the numba backend;
+    ``False`` means it did nothing and ``block`` runs instead.
+    """
 
     n_out: int  # number of results (1, or 2 for (ntk, nngp))
     gemm_index: int  # which result receives the GEMM X Z^T
@@ -208,6 +214,9 @@ def _run(
     scratch = [torch.empty(scratch_elems, dtype=dt, device=dev) for _ in range(plan.n_scratch)]
     bufs = [torch.empty((t, m), dtype=dt, device=dev) for _ in range(n_out)] if not direct else []
 
+    # one compiled pass per tile where the plan has one and the backend is numba (CPU)
+    fused = getattr(plan, "fused", None) if backend(dev) == "numba" else None
+
     # Z is X: the diagonal gets the closed form at theta = 0 (exact, free of sqrt(eps) noise)
     diag = plan.diag(sx) if symmetric else None
 
@@ -222,12 +231,13 @@ def _run(
             dsts = [buf[:rows, :ncols] for buf in bufs]
         torch.matmul(Xt[a:b], Zt[c0:].T, out=dsts[plan.gemm_index])
         szc = [s[c0:] for s in sz]
-        step = max(1, block // ncols)
-        for r0 in range(0, rows, step):
-            r1 = min(r0 + step, rows)
-            k = (r1 - r0) * ncols
-            scr = [s[:k].view(r1 - r0, ncols) for s in scratch]
-            plan.block([d[r0:r1] for d in dsts], [s[a + r0 : a + r1] for s in sx], szc, scr)
+        if not (fused is not None and fused(dsts, [s[a:b] for s in sx], szc)):
+            step = max(1, block // ncols)
+            for r0 in range(0, rows, step):
+                r1 = min(r0 + step, rows)
+                k = (r1 - r0) * ncols
+                scr = [s[:k].view(r1 - r0, ncols) for s in scratch]
+                plan.block([d[r0:r1] for d in dsts], [s[a + r0 : a + r1] for s in sx], szc, scr)
         if diag is not None:
             for i, d in enumerate(dsts):
                 d[:, a - c0 : b - c0].diagonal().copy_(diag[i][a:b])

@@ -56,9 +56,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from ntkdr._numerics import ldexp_exact as _ldexp
+from ntkdr.kernels import fused
 from ntkdr.kernels.engine import _check_max_memory, _check_tile, _finish, _prepare, _run
 from ntkdr.validation import (
     MAX_DEPTH,
@@ -191,6 +193,12 @@ class _TwoLayerPlan:
         # H1 + H2 = g (pi - theta)(1 + kappa^2) / (2 pi) + kappa^2 |x||z| sin(theta) / (2 pi)
         A.mul_(B).add_(C, alpha=self.k2 / _TWO_PI)
 
+    def fused(self, outs, sx, sz) -> bool:
+        """:meth:`block` as one compiled pass (:func:`ntkdr.kernels.fused.two_layer_block`)."""
+        c = 1.0 + self.k2 if self.both else 1.0
+        k2 = self.k2 / _TWO_PI if self.both else 0.0
+        return fused.two_layer_block(outs[0], sx[0], sz[0], -c / _TWO_PI, 0.5 * c, k2)
+
 
 class _FCPlan:
     """NTK and NNGP of Dense -> (Relu -> Dense) x depth, NTK parameterization (Du et al. 2019; Arora et al. 2019).
@@ -267,6 +275,19 @@ class _FCPlan:
             if b2:
                 A.add_(b2)  # nngp of layer l
             N.add_(A)  # ntk = nngp + w_l^2 * ntk * relu_dot
+
+    def fused(self, outs, sx, sz) -> bool:
+        """:meth:`block` as one compiled pass (:func:`ntkdr.kernels.fused.fc_block`)."""
+        d = self.depth
+        return fused.fc_block(
+            outs[0],
+            outs[1],
+            torch.stack(sx[:d]),
+            torch.stack(sz[:d]),
+            np.asarray(self.w2),
+            self.w02_over_d,
+            self.b2,
+        )
 
 
 # --------------------------------------------------------------------------------------
