@@ -130,6 +130,13 @@ def _loops() -> Any:
 
     from ntkdr.kernels import _fused_numba
 
+    # numba's OpenMP layer is a second OpenMP runtime beside torch's: measured with `ntkdr
+    # bench` (two-layer NTK, n = 4000, 12 rounds, 1 thread) its median was 0.39 s against 0.23 s
+    # with the workqueue layer (0.27 s for the torch passes), stalls of 0.3-0.7 s in half the
+    # rounds.  Only before numba's first parallel launch, and not over the user's choice.
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        nb.config.THREADING_LAYER = "workqueue"
+
     cap = nb.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
     nb.set_num_threads(max(1, min(torch.get_num_threads(), cap)))
     return _fused_numba
