@@ -74,7 +74,10 @@ def test_run_quick_writes_report(tmp_path, capsys):
     assert code == 0, err
     rep = load_json_strict((out / "report.json").read_text())
     assert rep.keys() >= REQUIRED_TOP
-    assert rep["schema_version"] == "1.2"
+    assert rep["schema_version"] == "1.3"
+    assert rep["environment"]["elementwise"] in ("torch",) or rep["environment"][
+        "elementwise"
+    ].startswith("numba ")
     assert rep["certificate"]["lower_bound"]["choice"] == "auto"
     assert rep["certificate"]["lower_bound"]["proven"] is True  # small n: every interval proven
     assert rep["dataset"]["d"] == 64 and rep["dataset"]["task"] == "binary"

@@ -32,7 +32,7 @@ from ntkdr import validation as V
 from ntkdr.experiment.certify import LOWER_BOUNDS, grid_jobs, lower_bound_policy, task_error
 from ntkdr.theory.certificate import METHODS
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 DEFAULT_SKETCHES = ("gaussian", "sparse", "srht", "pca")
 DEFAULT_KS = (16, 32, 64, 128, 256)
 

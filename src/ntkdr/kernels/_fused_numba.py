@@ -95,3 +95,24 @@ def angles(s, g, out, cst):
     c = _unpack(cst)
     for j in range(s.shape[0]):
         out[j] = _theta(s[j], g[j], c)
+
+
+@nb.njit(parallel=True, error_model="numpy", cache=True)
+def relu_mask_flips(P, rows, cols, mask, S, keep, count, zero):
+    flips = 0
+    for i in nb.prange(rows):
+        rp = P[i * cols : (i + 1) * cols]
+        f = 0
+        if count:  # S = 1 - 2 T (+-1, int8): a flip where 1[P >= 0] != T
+            rs = S[i * cols : (i + 1) * cols]
+            for j in range(cols):
+                f += (rp[j] >= zero) != (rs[j] < 0)
+        if keep:
+            rm = mask[i * cols : (i + 1) * cols]
+            for j in range(cols):
+                rm[j] = rp[j] > zero
+        for j in range(cols):
+            if rp[j] < zero:  # NaN stays NaN, as with torch's clamp_min
+                rp[j] = zero
+        flips += f
+    return flips

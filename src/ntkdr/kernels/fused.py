@@ -34,7 +34,15 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["available", "backend", "describe", "atan2_nonneg", "two_layer_block", "fc_block"]
+__all__ = [
+    "available",
+    "backend",
+    "describe",
+    "atan2_nonneg",
+    "two_layer_block",
+    "fc_block",
+    "relu_mask_flips",
+]
 
 _ENV = "NTKDR_ELEMENTWISE"
 _CHOICES = ("auto", "torch", "numba")
@@ -135,7 +143,7 @@ def _loops() -> Any:
     # with the workqueue layer (0.27 s for the torch passes), stalls of 0.3-0.7 s in half the
     # rounds.  Only before numba's first parallel launch, and not over the user's choice.
     if "NUMBA_THREADING_LAYER" not in os.environ:
-        nb.config.THREADING_LAYER = "workqueue"
+        nb.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
     cap = nb.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
     nb.set_num_threads(max(1, min(torch.get_num_threads(), cap)))
@@ -216,3 +224,20 @@ def fc_block(
         constants(fa.dtype.name),
     )
     return True
+
+
+def relu_mask_flips(P: torch.Tensor, mask: torch.Tensor | None, S: torch.Tensor | None) -> int:
+    """One pass over a contiguous slab ``P = F W^T`` of the training step: the pattern flips
+    ``sum 1[P >= 0] != T`` against ``S = 1 - 2 T`` (int8, ``None``: not counted, 0 returned),
+    ``mask <- 1[P > 0]`` (int8, ``None``: not kept), then ``P <- relu(P)`` in place -- three
+    (four with the dot product of the count) eager torch passes fused.  The caller checks that
+    ``P`` is a contiguous float32 / float64 CPU tensor and the int8 tensors have its shape."""
+    rows, cols = P.shape
+    flat = P.view(-1).numpy()
+    empty = np.empty(0, np.int8)
+    m = mask.view(-1).numpy() if mask is not None else empty
+    t = S.reshape(-1).numpy() if S is not None else empty
+    f = flat.dtype.type
+    return int(
+        _loops().relu_mask_flips(flat, rows, cols, m, t, mask is not None, S is not None, f(0))
+    )

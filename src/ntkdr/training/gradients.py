@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ntkdr.kernels import fused
+from ntkdr.kernels.fused import backend
 from ntkdr.nets.models import column_block
 
 
@@ -35,10 +37,12 @@ def _sketch_trained(model: nn.Module) -> bool:
     return isinstance(S, nn.Parameter) and S.requires_grad
 
 
-# The step's masks are float16 0 / 1: float <-> float16 copies are vectorised in PyTorch's CPU
-# kernels, float <-> bool ones are not (measured, n = 2000, m = 4096: forming the bool mask
-# took 5.4 ms and copying it back 5.5 ms per step; the float16 ones 2.0 and 0.5 ms).
-_MASK_DTYPE = torch.float16
+# The step's masks and the initial patterns are int8 (0 / 1 and +-1): float <-> int8 copies are
+# vectorised in PyTorch's CPU kernels, float <-> bool ones are not (measured, n = 2000, m = 4096:
+# forming the bool mask took 5.4 ms and copying it back 5.5 ms per step; float16 2.0 and 0.5 ms;
+# per 2000 x 512 slab, one thread: gt into int8 0.54 ms against 0.92 for float16, the copy back
+# 0.19 against 0.23 ms).  numba (the fused pass) has no float16 on CPU either.
+_MASK_DTYPE = torch.int8
 # Elements per dot product when counting with 0 / 1 vectors: partial sums stay below 2^24,
 # so float32 counts are exact.
 _COUNT_CHUNK = 1 << 22
@@ -56,12 +60,13 @@ def _dot_count(g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 class InitPatterns:
     """The activation patterns ``1[F W0^T >= 0]`` at initialisation, for the pattern-flip count.
 
-    Stored as ``S = 1 - 2 T`` (``T`` the 0 / 1 patterns) in float16 (exact; 2 bytes per entry,
-    where ``F``'s dtype would take 4 or 8 -- ``n x m`` of them), in the column blocks of
+    Stored as ``S = 1 - 2 T`` (``T`` the 0 / 1 patterns) in int8 (1 byte per entry, where
+    ``F``'s dtype would take 4 or 8 -- ``n x m`` of them), in the column blocks of
     :func:`column_block` (contiguous ``n x c`` pieces, read with unit stride next to the slab of
     ``F W^T`` they are compared with), with the number of ones of ``T`` per block: the flips of
     a slab ``G = 1[P >= 0]`` are ``sum G + sum T - 2 G . T = G . S + sum T``, one dot product
-    after one vectorised float16 -> float copy of ``S``.
+    after one vectorised int8 -> float copy of ``S`` (or, with the numba backend, counted in
+    the step's fused pass: :func:`ntkdr.kernels.fused.relu_mask_flips`).
     """
 
     def __init__(self, F: torch.Tensor, W0: torch.Tensor) -> None:
@@ -169,17 +174,25 @@ class ClosedFormGrads:
         mbuf = self._masks(n) if keep_masks else None
         n_flip = torch.zeros((), dtype=torch.float64, device=Fb.device)
         t_flip = 0.0
+        fuse = backend(Fb.device) == "numba" and Fb.dtype in (torch.float32, torch.float64)
         for j, s in enumerate(range(0, M, cb)):
             c = min(cb, M - s)
             P = self._slab(n, c)
             torch.mm(Fb, W[s : s + c].T, out=P)
-            if mask0 is not None:
+            if fuse:  # flips, mask and relu in one pass
+                mk = mbuf[s * n : (s + c) * n].view(n, c) if mbuf is not None else None
+                S = mask0.blocks[j] if mask0 is not None else None
+                n_flip += fused.relu_mask_flips(P, mk, S)
+                if mk is not None:
+                    masks.append(mk)
+            elif mask0 is not None:
                 t0 = time.perf_counter()
                 n_flip += mask0.count(P, j, self._slab(n, c, 1), self._slab(n, c, 2))
                 t_flip += time.perf_counter() - t0
-            if mbuf is not None:
-                masks.append(torch.gt(P, 0, out=mbuf[s * n : (s + c) * n].view(n, c)))
-            P.clamp_min_(0)
+            if not fuse:
+                if mbuf is not None:
+                    masks.append(torch.gt(P, 0, out=mbuf[s * n : (s + c) * n].view(n, c)))
+                P.clamp_min_(0)
             if a.ndim == 1:
                 u.addmv_(P, a[s : s + c])
             else:
