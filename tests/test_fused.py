@@ -160,3 +160,18 @@ def test_relu_mask_flips_counts_exactly():
     Q = P.clone()
     assert fused.relu_mask_flips(Q, None, None) == 0
     assert torch.equal(torch.nan_to_num(Q), torch.nan_to_num(ref_relu))
+
+
+def test_threads_take_turns(monkeypatch):
+    """Kernels called from several Python threads at once (numba's workqueue layer is not
+    threadsafe: the calls are serialised) give the serial results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("NTKDR_ELEMENTWISE", "numba")
+    Xs = [_data(200, 11, torch.float64, seed=s) for s in range(6)]
+    serial = [two_layer_ntk(X, layers="both") for X in Xs]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda X: two_layer_ntk(X, layers="both"), Xs))
+    assert all(
+        torch.equal(torch.as_tensor(a), torch.as_tensor(b)) for a, b in zip(serial, threaded)
+    )

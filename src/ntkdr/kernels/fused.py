@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache, lru_cache
 from typing import Any
 
@@ -133,7 +136,14 @@ def _flat(d: torch.Tensor) -> np.ndarray | None:
     return d.as_strided((span,), (1,)).numpy()
 
 
-def _loops() -> Any:
+# numba's workqueue layer must not be entered by two threads at once (numba's documentation:
+# not threadsafe); callers on several Python threads take turns (they share the cores anyway).
+_LOCK = threading.Lock()
+
+
+@contextmanager
+def _loops() -> Iterator[Any]:
+    """The loops module, numba's threads set to torch's, under :data:`_LOCK`."""
     import numba as nb
 
     from ntkdr.kernels import _fused_numba
@@ -146,8 +156,9 @@ def _loops() -> Any:
         nb.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
     cap = nb.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
-    nb.set_num_threads(max(1, min(torch.get_num_threads(), cap)))
-    return _fused_numba
+    with _LOCK:
+        nb.set_num_threads(max(1, min(torch.get_num_threads(), cap)))
+        yield _fused_numba
 
 
 def atan2_nonneg(s: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -157,7 +168,8 @@ def atan2_nonneg(s: np.ndarray, g: np.ndarray) -> np.ndarray:
     if s.dtype != g.dtype or s.dtype not in (np.float32, np.float64) or s.shape != g.shape:
         raise ValueError("s and g must be 1-D arrays of one float dtype and shape")
     out = np.empty_like(s)
-    _loops().angles(s.ravel(), g.ravel(), out.ravel(), constants(s.dtype.name))
+    with _loops() as loops:
+        loops.angles(s.ravel(), g.ravel(), out.ravel(), constants(s.dtype.name))
     return out
 
 
@@ -173,19 +185,20 @@ def two_layer_block(
     if flat.size == 0:
         return True
     f = flat.dtype.type
-    _loops().two_layer(
-        flat,
-        A.stride(0),
-        A.shape[0],
-        A.shape[1],
-        sx.numpy(),
-        sz.numpy(),
-        f(mul),
-        f(add),
-        f(k2_2pi),
-        bool(k2_2pi),
-        constants(flat.dtype.name),
-    )
+    with _loops() as loops:
+        loops.two_layer(
+            flat,
+            A.stride(0),
+            A.shape[0],
+            A.shape[1],
+            sx.numpy(),
+            sz.numpy(),
+            f(mul),
+            f(add),
+            f(k2_2pi),
+            bool(k2_2pi),
+            constants(flat.dtype.name),
+        )
     return True
 
 
@@ -210,19 +223,20 @@ def fc_block(
     if fa.size == 0:
         return True
     f = fa.dtype.type
-    _loops().fc(
-        fn,
-        fa,
-        A.stride(0),
-        A.shape[0],
-        A.shape[1],
-        np.ascontiguousarray(sx.numpy()),
-        np.ascontiguousarray(sz.numpy()),
-        w2.astype(fa.dtype),
-        f(w02_over_d),
-        f(b2),
-        constants(fa.dtype.name),
-    )
+    with _loops() as loops:
+        loops.fc(
+            fn,
+            fa,
+            A.stride(0),
+            A.shape[0],
+            A.shape[1],
+            np.ascontiguousarray(sx.numpy()),
+            np.ascontiguousarray(sz.numpy()),
+            w2.astype(fa.dtype),
+            f(w02_over_d),
+            f(b2),
+            constants(fa.dtype.name),
+        )
     return True
 
 
@@ -238,6 +252,7 @@ def relu_mask_flips(P: torch.Tensor, mask: torch.Tensor | None, S: torch.Tensor 
     m = mask.view(-1).numpy() if mask is not None else empty
     t = S.reshape(-1).numpy() if S is not None else empty
     f = flat.dtype.type
-    return int(
-        _loops().relu_mask_flips(flat, rows, cols, m, t, mask is not None, S is not None, f(0))
-    )
+    with _loops() as loops:
+        return int(
+            loops.relu_mask_flips(flat, rows, cols, m, t, mask is not None, S is not None, f(0))
+        )
