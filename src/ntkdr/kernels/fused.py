@@ -1,4 +1,5 @@
-"""Fused elementwise passes of the ReLU kernels on CPU (optional numba backend).
+"""Fused elementwise passes on CPU (optional numba backend): the ReLU kernels' transform of each
+GEMM tile, and the training step's flip count, mask and ReLU (:func:`relu_mask_flips`).
 
 The torch path of :mod:`ntkdr.kernels.relu` transforms each GEMM block with ~12 eager passes
 (products of norms, two square roots, ``atan2``, the arc-cosine terms).  Here one compiled loop
